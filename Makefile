@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install vqvp, run the end-to-end pipeline on the tiny preset
+#   make test   install the test dependencies too, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Pinned first so pip never resolves torch to a multi-GB CUDA build on CPU machines;
+# set TORCH=torch (or a CUDA wheel spec) on GPU machines.
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean-venv bench
+
+$(BIN)/vqvp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/vqvp
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/vqvp
+
+demo: $(BIN)/vqvp
+	$(BIN)/vqvp run --preset tiny
+
+test: $(VENV)/.test-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(BIN)/vqvp
+	$(BIN)/python bench/ingest.py
+
+clean-venv:
+	rm -rf $(VENV)

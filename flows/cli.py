@@ -1,0 +1,125 @@
+"""`vqvp`: the user's command line.
+
+    vqvp run [--preset tiny|paper] [-S section.key=value ...]   the end-to-end Prefect flow
+    vqvp rerun STAGE [--downstream]                             one stage (or it and all after it)
+    vqvp stage STAGE [-S section.key=value ...]                 one stage in this process, as dvc.yaml calls it
+    vqvp params [--preset NAME] [-S ...]                        print the validated params
+
+Heavy imports (prefect, torch, mlflow) happen inside the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_overrides(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a params value (repeatable); written to params.yaml, as `dvc exp run -S`")
+
+
+def _check_params(preset: str | None, overrides: list[str]) -> int:
+    """Validate before Prefect starts, so a bad value fails in a second, not after set-up."""
+    from vqvp_core.config import ConfigError, apply_overrides, load_params, preset_dict, validate
+
+    try:
+        if preset:
+            validate(apply_overrides(preset_dict(preset), overrides))
+        else:
+            load_params(overrides=overrides)
+    except ConfigError as exc:
+        print(f"vqvp: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_run(args) -> int:
+    if _check_params(args.preset, args.overrides):
+        return 2
+    from flows.pipeline import pipeline
+
+    ran = pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo)
+    _print_where(ran)
+    return 0
+
+
+def cmd_rerun(args) -> int:
+    from flows.pipeline import rerun
+
+    ran = rerun(stage=args.stage, downstream=args.downstream, repo=args.repo)
+    _print_where(ran)
+    return 0
+
+
+def _print_where(ran: list[str]) -> None:
+    print("\nvqvp: stages run:", ", ".join(ran))
+    print("  clips:        data/clips/ (manifest.parquet, rejected.csv)")
+    print("  metrics:      metrics/*.json   (dvc metrics show)")
+    print("  MLflow UI:    mlflow ui --backend-store-uri sqlite:///mlflow.db")
+    print("  Prefect UI:   prefect server start   (then open http://127.0.0.1:4200)")
+
+
+def cmd_stage(args, rest: list[str]) -> int:
+    from stages import stage_main
+
+    try:
+        main = stage_main(args.stage)
+    except KeyError as exc:
+        print(f"vqvp: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return main(rest)
+
+
+def cmd_params(args) -> int:
+    from vqvp_core.config import ConfigError, apply_overrides, dump_params, load_params, preset_dict, validate
+
+    try:
+        params = (validate(apply_overrides(preset_dict(args.preset), args.overrides)) if args.preset
+                  else load_params(overrides=args.overrides))
+    except ConfigError as exc:
+        print(f"vqvp: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(dump_params(params))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stages import STAGES
+
+    ap = argparse.ArgumentParser(prog="vqvp", description="Video prediction with VQ-VAE: pipeline commands")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the end-to-end pipeline as a Prefect flow")
+    run.add_argument("--preset", choices=["tiny", "paper"], default=None,
+                     help="rewrite params.yaml from this preset first (default: use params.yaml as it is)")
+    _add_overrides(run)
+    run.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
+
+    rerun = sub.add_parser("rerun", help="force one stage (or it and everything after it) through Prefect + DVC")
+    rerun.add_argument("stage", choices=STAGES)
+    rerun.add_argument("--downstream", action="store_true", help="also every stage after it")
+    rerun.add_argument("--repo", default=".")
+
+    stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
+    stage.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
+
+    params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")
+    params.add_argument("--preset", choices=["tiny", "paper"], default=None)
+    _add_overrides(params)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    if argv[:1] == ["stage"]:  # everything after the stage name belongs to the stage's own parser
+        if len(argv) < 2 or argv[1].startswith("-"):
+            ap.parse_args(argv)  # prints usage and exits
+        args = argparse.Namespace(stage=argv[1])
+        return cmd_stage(args, argv[2:])
+    args = ap.parse_args(argv)
+    return {"run": cmd_run, "rerun": cmd_rerun, "params": cmd_params}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""The end-to-end Prefect flow: each stage a task that runs `dvc repro -s STAGE`.
+
+DVC owns the data graph and decides what is stale; Prefect owns execution (order, retries,
+logs, artifacts). DVC calls in one workspace are serialized by a file lock. The flow works
+with Prefect's ephemeral API by default and against a server when PREFECT_API_URL is set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from filelock import FileLock
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from stages import STAGES
+from stages.common import ENV_FLOW_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
+from vqvp_core.atomic import write_text
+from vqvp_core.config import PARAMS_FILE, apply_overrides, dump_params, load_params, preset_dict, validate
+
+PERMANENT_EXIT_CODES = (EXIT_BAD_PARAMS, EXIT_BAD_INPUT)  # bad params or data: a retry cannot help
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, exit_code: int | None, tail: str):
+        self.stage, self.exit_code = stage, exit_code
+        super().__init__(f"stage {stage!r} failed (exit code {exit_code}):\n{tail}")
+
+
+def _dvc() -> str:
+    local = Path(sys.executable).with_name("dvc")
+    return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # dvc.yaml's commands (`vqvp stage ...`) must find this environment's `vqvp`.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if flow_run.id:
+        env[ENV_FLOW_RUN] = str(flow_run.id)
+    return env
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry a failed stage unless it failed for a permanent reason (bad params or data)."""
+    exc = state.result(raise_on_failure=False)
+    return not (isinstance(exc, StageFailed) and exc.exit_code in PERMANENT_EXIT_CODES)
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, tags=["vqvp-stage"])
+def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = False) -> str:
+    """Run one stage through DVC (`dvc repro -s STAGE`), streaming its output to the flow log."""
+    logger = get_run_logger()
+    cmd = [_dvc(), "repro"] + (["--force"] if force else [])
+    cmd += ["--downstream", stage] if downstream else ["--single-item", stage]
+    logger.info("running %s", " ".join(cmd))
+    lock = Path(repo) / ".dvc" / "tmp" / "vqvp-flow.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    with FileLock(str(lock)):
+        proc = subprocess.Popen(cmd, cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            # a progress bar redraws with '\r': log only its latest state, once per line
+            line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1].strip()
+            if line:
+                lines.append(line)
+                logger.info("%s | %s", stage, line)
+        code = proc.wait()
+    if code != 0:
+        found = re.findall(r"exited with (\d+)", "\n".join(lines))
+        raise StageFailed(stage, int(found[-1]) if found else code, "\n".join(lines[-30:]))
+    return "\n".join(lines)
+
+
+@task
+def write_params(repo: str, preset: str | None, overrides: list[str]) -> str:
+    """Validate the run's params before any stage starts, then write them to params.yaml."""
+    path = Path(repo) / PARAMS_FILE
+    if preset:
+        params = validate(apply_overrides(preset_dict(preset), overrides))
+    else:
+        params = load_params(path, overrides)
+    if preset or overrides:
+        write_text(path, dump_params(params))
+    return params.preset
+
+
+@task
+def publish_artifacts(repo: str, ran: list[str]) -> None:
+    """A metrics table and a summary in the Prefect UI."""
+    rows = []
+    for name in ran:
+        path = Path(repo) / "metrics" / f"{name}.json"
+        if path.exists():
+            for key, value in sorted(json.loads(path.read_text()).items()):
+                if isinstance(value, (int, float)):
+                    rows.append({"stage": name, "metric": key, "value": value})
+    if rows:
+        create_table_artifact(key="vqvp-metrics", table=rows, description="metrics/*.json after this run")
+    md = ["# vqvp run", "", "| stage | status |", "|---|---|"] + [f"| {s} | done |" for s in ran]
+    create_markdown_artifact(key="vqvp-summary", markdown="\n".join(md), description="stages run")
+
+
+@flow(name="vqvp-pipeline", log_prints=True)
+def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, repo: str = ".",
+             stages: list[str] | None = None) -> list[str]:
+    """The end-to-end pipeline: params first (validated), then every stage in order."""
+    overrides = list(overrides or [])
+    write_params(repo, preset, overrides)
+    todo = list(stages or STAGES)
+    unknown = [s for s in todo if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
+    for stage in todo:
+        repro(stage, repo)
+    publish_artifacts(repo, todo)
+    return todo
+
+
+@flow(name="vqvp-rerun", log_prints=True)
+def rerun(stage: str, downstream: bool = False, repo: str = ".") -> list[str]:
+    """Force one stage (or it and everything after it) to run again through DVC."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
+    repro(stage, repo, force=True, downstream=downstream)
+    ran = list(STAGES[STAGES.index(stage):]) if downstream else [stage]
+    publish_artifacts(repo, ran)
+    return ran

@@ -1,0 +1,122 @@
+"""The stage convention, shared by every stage module.
+
+A stage is `main(argv=None) -> int`: parse `-S section.key=value` overrides, load and validate
+`params.yaml` (bad values fail here, before any work), open an MLflow run tagged with the git
+commit, the stage and its params, run the body, log its metrics. `dvc.yaml` runs exactly
+`vqvp stage NAME`, which calls that `main`.
+
+Exit codes: 0 ok; 2 bad params; 3 bad input data (both permanent: the flow does not retry
+them); 1 anything else (possibly transient: the flow retries).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from vqvp_core.config import PARAMS_FILE, ConfigError, Params, flatten, load_params
+
+log = logging.getLogger("vqvp.stage")
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_PARAMS, EXIT_BAD_INPUT = 0, 1, 2, 3
+EXPERIMENT = "vqvp"
+# Set by the Prefect flow so that stage runs nest under the flow's parent run.
+ENV_PARENT_RUN = "VQVP_PARENT_RUN_ID"
+ENV_FLOW_RUN = "VQVP_FLOW_RUN_ID"
+
+
+class BadInputError(RuntimeError):
+    """The stage's input data cannot give any output (e.g. no clip survived ingest)."""
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store in the working directory (no server)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@dataclass
+class StageContext:
+    name: str
+    params: Params
+    mlflow: Any  # the mlflow module, with this stage's run active
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.mlflow.log_metrics(clean, step=step)
+
+    @contextmanager
+    def artifact_dir(self, artifact_path: str | None = None) -> Iterator[Path]:
+        """A temporary folder whose files are logged as artifacts when the block ends."""
+        with tempfile.TemporaryDirectory(prefix=f"vqvp-{self.name}-") as tmp:
+            yield Path(tmp)
+            self.mlflow.log_artifacts(tmp, artifact_path=artifact_path)
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=f"vqvp stage {name}", description=description)
+    ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a params.yaml value for this invocation (repeatable)")
+    ap.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
+
+
+@contextmanager
+def mlflow_run(name: str, params: Params) -> Iterator[Any]:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    commit = git_commit()
+    tags = {"vqvp.stage": name, "vqvp.preset": params.preset, "mlflow.source.git.commit": commit,
+            "vqvp.git_commit": commit}
+    if os.environ.get(ENV_FLOW_RUN):
+        tags["vqvp.prefect_flow_run_id"] = os.environ[ENV_FLOW_RUN]
+    parent = os.environ.get(ENV_PARENT_RUN)
+    with mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent or None, nested=bool(parent)):
+        section = getattr(params, name, None)
+        values = {"preset": params.preset}
+        if section is not None:
+            values.update(flatten(section.model_dump(mode="json"), f"{name}."))
+        mlflow.log_params({k: str(v)[:6000] for k, v in values.items()})
+        yield mlflow
+
+
+def run_stage(name: str, argv: list[str] | None, description: str,
+              body: Callable[[StageContext, argparse.Namespace], None],
+              configure: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    ap = parser(name, description)
+    if configure:
+        configure(ap)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_params(args.params, args.overrides)
+    except ConfigError as exc:
+        print(f"vqvp stage {name}: {exc}", file=sys.stderr)
+        return EXIT_BAD_PARAMS
+    try:
+        with mlflow_run(name, params) as mlflow:
+            body(StageContext(name, params, mlflow), args)
+    except ConfigError as exc:
+        print(f"vqvp stage {name}: {exc}", file=sys.stderr)
+        return EXIT_BAD_PARAMS
+    except BadInputError as exc:
+        print(f"vqvp stage {name}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK

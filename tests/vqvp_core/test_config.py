@@ -1,0 +1,104 @@
+import pytest
+import yaml
+
+from vqvp_core.config import (
+    PRESETS, ConfigError, Params, apply_overrides, dump_params, flatten, load_params, parse_override,
+    preset_dict, validate,
+)
+
+
+def test_defaults_are_the_tiny_preset():
+    assert Params().model_dump() == validate(preset_dict("tiny")).model_dump()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_validate_and_round_trip_through_yaml(name, tmp_path):
+    params = validate(preset_dict(name))
+    assert params.preset == name
+    path = tmp_path / "params.yaml"
+    path.write_text(dump_params(params))
+    assert load_params(path) == params
+
+
+def test_paper_preset_uses_paper_frame_size():
+    assert validate(preset_dict("paper")).ingest.size == 256
+
+
+@pytest.mark.parametrize("text, path, value", [
+    ("ingest.size=128", ["ingest", "size"], 128),
+    ("ingest.fps=12.5", ["ingest", "fps"], 12.5),
+    ("ingest.source=s3://bucket/videos", ["ingest", "source"], "s3://bucket/videos"),
+    ("ingest.synthetic.objects=[2, 4]", ["ingest", "synthetic", "objects"], [2, 4]),
+    ("ingest.max_clips_per_video=null", ["ingest", "max_clips_per_video"], None),
+    ("ingest.synthetic.bounce=false", ["ingest", "synthetic", "bounce"], False),
+])
+def test_parse_override(text, path, value):
+    assert parse_override(text) == (path, value)
+
+
+def test_overrides_apply_over_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(dump_params(Params()))
+    params = load_params(path, ["ingest.size=128", "ingest.split.seed=7"])
+    assert params.ingest.size == 128 and params.ingest.split.seed == 7
+    assert params.ingest.fps == Params().ingest.fps  # untouched values stay
+
+
+def test_missing_file_means_defaults(tmp_path):
+    assert load_params(tmp_path / "nope.yaml") == Params()
+
+
+@pytest.mark.parametrize("override, key, expected", [
+    ("ingest.size=13", "ingest.size = 13", "multiple of 8"),
+    ("ingest.fps=-2", "ingest.fps = -2", "greater than 0"),
+    ("ingest.fsp=3", "ingest.fsp", "unknown key"),
+    ("ingest.stride=abc", "ingest.stride = 'abc'", "integer"),
+    ("preset=huge", "preset = 'huge'", "'tiny' or 'paper'"),
+    ("ingest.split.train=0.5", "ingest.split", "sum to 1"),
+    ("ingest.synthetic.objects=[3, 1]", "ingest.synthetic", "min 3 must be <= max 1"),
+    ("ingest.extensions=[mp4]", "ingest.extensions", "must start with '.'"),
+])
+def test_bad_values_name_key_value_and_expectation(override, key, expected):
+    with pytest.raises(ConfigError) as info:
+        load_params("/nonexistent/params.yaml", [override])
+    message = str(info.value)
+    assert key in message and expected in message
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate(apply_overrides({}, ["ingest.size=13", "ingest.fps=0"]))
+    assert "ingest.size" in str(info.value) and "ingest.fps" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "ingest.size.x=3"])
+def test_malformed_overrides(bad):
+    with pytest.raises(ConfigError):
+        load_params("/nonexistent.yaml", [bad])
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="preset = 'huge'"):
+        preset_dict("huge")
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("ingest: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(path)
+
+
+def test_flatten_for_mlflow():
+    flat = flatten(Params().model_dump(mode="json"))
+    assert flat["ingest.size"] == 64 and flat["ingest.split.train"] == 0.8
+    assert all(not isinstance(v, dict) or v == {} for v in flat.values())
+
+
+def test_repo_params_file_is_valid_and_matches_tiny():
+    with open("params.yaml") as fh:
+        data = yaml.safe_load(fh)
+    assert validate(data) == validate(preset_dict("tiny"))

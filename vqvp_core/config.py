@@ -1,0 +1,241 @@
+"""The params schema: one typed, validated model per `params.yaml` section.
+
+The same schema serves the stage CLIs (`vqvp stage NAME -S key=value`), the Prefect flow
+parameters (`vqvp run --preset tiny -S ...`) and the MLflow params (flattened dotted keys).
+A bad value fails here, before any work starts, with the key, the value and what was expected.
+
+Presets are partial dicts applied over the schema defaults: `tiny` (the embedded CPU default,
+64x64 frames) and `paper` (the paper's 256x256 configuration). `params.yaml` always holds the
+full, explicit values that DVC tracks; `vqvp run --preset NAME` rewrites it from the preset.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A params value is missing, unknown or out of range. The message names key and value."""
+
+
+class _Section(BaseModel):
+    # extra='forbid': a misspelt key is an error, not a silently ignored value.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticParams(_Section):
+    """The embedded default source: moving digits and shapes (vqvp_core.data.synthetic).
+    Frame size and fps come from the ingest section."""
+
+    n_videos: int = Field(96, ge=1, description="number of synthetic videos")
+    n_frames: int = Field(48, ge=1, description="frames per video; 48 gives 3 windows of 16")
+    objects: tuple[int, int] = Field((1, 3), description="objects per video, inclusive range")
+    kinds: Literal["digits", "shapes", "both"] = "both"
+    speed: tuple[float, float] = Field((0.5, 3.0), description="px/frame range (at 64x64)")
+    scale: tuple[float, float] = Field((0.25, 0.45), description="object height / frame size range")
+    background: Literal["black", "noise", "gradient"] = "black"
+    occlusions: bool = True
+    bounce: bool = True
+    static_fraction: float = Field(0.1, ge=0, le=1)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "SyntheticParams":
+        for name in ("objects", "speed", "scale"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: min {lo} must be <= max {hi}")
+        return self
+
+
+class SplitParams(_Section):
+    """Deterministic split by source video: a hash of (seed, video id) picks the split, so
+    no video has clips in two splits and adding videos never moves existing ones."""
+
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitParams":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class IngestParams(_Section):
+    """Raw videos -> uint8 clips (N, clip_len, size, size, 3) in `data/clips/`."""
+
+    source: str = Field(
+        "synthetic",
+        description="'synthetic', a folder of videos (local or s3://...), or a Kinetics-style "
+        "annotation CSV (label,youtube_id,time_start,time_end,split)",
+    )
+    video_root: str | None = Field(
+        None, description="for a CSV source: where its videos live (default: the CSV's folder)"
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options, e.g. {client_kwargs: {endpoint_url: ...}}"
+    )
+    extensions: list[str] = Field(
+        default_factory=lambda: [".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"]
+    )
+    size: int = Field(64, ge=8, description="frames are resized (short side) and center-cropped to size x size")
+    clip_len: int = Field(16, ge=1, description="frames per clip: 4 given + 12 predicted")
+    fps: float = Field(8.0, gt=0, description="target frame rate every video is resampled to")
+    stride: int = Field(16, ge=1, description="frames between the starts of consecutive windows")
+    max_clips_per_video: int | None = Field(
+        None, ge=1, description="cap on windows per video; keeps long videos from dominating"
+    )
+    shard_size: int = Field(256, ge=1, description="clips per shard file (bounds the writer's memory)")
+    workers: int = Field(0, ge=0, description="decoding processes; 0 = all cores")
+    split: SplitParams = Field(default_factory=SplitParams)
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError("expected a multiple of 8 (the VQ-VAE downsamples space by 8)")
+        return v
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not e.startswith(".")]
+        if bad:
+            raise ValueError(f"each extension must start with '.', got {bad}")
+        return v
+
+
+class Params(_Section):
+    """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
+
+    preset: Literal["tiny", "paper"] = "tiny"
+    ingest: IngestParams = Field(default_factory=IngestParams)
+
+
+# Presets: partial values over the schema defaults (which are the `tiny` values).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"preset": "tiny"},
+    "paper": {
+        "preset": "paper",
+        # 256x256 frames at Kinetics' usual 25 fps, as in the paper (section 3.1).
+        "ingest": {"source": "kinetics.csv", "size": 256, "fps": 25.0, "shard_size": 64,
+                   # if synthetic data is used at 256x256, keep motion the same relative to the frame
+                   "synthetic": {"speed": (2.0, 12.0)}},
+    },
+}
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """A new dict: `update`'s values over `base`'s, recursing into nested dicts."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"preset = {name!r}: expected one of {sorted(PRESETS)}")
+    return validate(PRESETS[name]).model_dump(mode="json")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'section.key=value' -> (['section', 'key'], value); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    return path, value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    out = copy.deepcopy(data)
+    for text in overrides or []:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (value {value!r}); check the spelling against params.yaml")
+        elif err["type"] == "missing":
+            lines.append(f"  {key}: missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if isinstance(value, dict):
+                lines.append(f"  {key}: {msg}")
+            else:
+                lines.append(f"  {key} = {value!r}: {msg}")
+    return "invalid params:\n" + "\n".join(lines)
+
+
+def validate(data: dict) -> Params:
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (a missing file means the defaults), apply -S overrides, validate."""
+    path = Path(path)
+    data: dict = {}
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return validate(apply_overrides(data, overrides))
+
+
+def dump_params(params: Params) -> str:
+    header = "# vqvp params: one section per stage (see README, 'Params'). Generated from preset " \
+        f"'{params.preset}'; edit freely.\n"
+    return header + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: how params are logged to MLflow."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
