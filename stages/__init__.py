@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES: tuple[str, ...] = ("ingest",)
+STAGES: tuple[str, ...] = ("ingest", "train_vqvae", "extract_latents")
 
 
 def stage_main(name: str):

@@ -76,8 +76,24 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     return ap
 
 
+def rank() -> int:
+    """This process's rank under torchrun (0 without it). Only rank 0 logs and writes outs."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class _OtherRank:
+    """Stands in for `mlflow` on ranks > 0 under torchrun: rank 0 alone records the run."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 @contextmanager
-def mlflow_run(name: str, params: Params) -> Iterator[Any]:
+def mlflow_run(name: str, params: Params, section: str) -> Iterator[Any]:
+    if rank() != 0:
+        yield _OtherRank()
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from pipeline stages
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -89,17 +105,18 @@ def mlflow_run(name: str, params: Params) -> Iterator[Any]:
         tags["vqvp.prefect_flow_run_id"] = os.environ[ENV_FLOW_RUN]
     parent = os.environ.get(ENV_PARENT_RUN)
     with mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent or None, nested=bool(parent)):
-        section = getattr(params, name, None)
         values = {"preset": params.preset}
-        if section is not None:
-            values.update(flatten(section.model_dump(mode="json"), f"{name}."))
+        if getattr(params, section, None) is not None:
+            values.update(flatten(getattr(params, section).model_dump(mode="json"), f"{section}."))
         mlflow.log_params({k: str(v)[:6000] for k, v in values.items()})
         yield mlflow
 
 
 def run_stage(name: str, argv: list[str] | None, description: str,
               body: Callable[[StageContext, argparse.Namespace], None],
-              configure: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+              configure: Callable[[argparse.ArgumentParser], None] | None = None,
+              section: str | None = None) -> int:
+    """Run a stage body; `section` is its params.yaml section (default: the stage's name)."""
     ap = parser(name, description)
     if configure:
         configure(ap)
@@ -111,7 +128,7 @@ def run_stage(name: str, argv: list[str] | None, description: str,
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
     try:
-        with mlflow_run(name, params) as mlflow:
+        with mlflow_run(name, params, section or name) as mlflow:
             body(StageContext(name, params, mlflow), args)
     except ConfigError as exc:
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)

@@ -11,11 +11,12 @@ full, explicit values that DVC tracks; `vqvp run --preset NAME` rewrites it from
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 
@@ -26,7 +27,7 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     # extra='forbid': a misspelt key is an error, not a silently ignored value.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class SyntheticParams(_Section):
@@ -116,11 +117,65 @@ class IngestParams(_Section):
         return v
 
 
+def _dataclass_dict(factory: str) -> Callable[[dict], dict]:
+    """A validator for a dict that builds a core dataclass (`module:Class`): it builds it (the
+    dataclass checks its own values, naming the field) and returns the full, normalised dict.
+    Missing keys take the dataclass defaults; unknown keys are errors."""
+
+    def check(value: dict) -> dict:
+        module, name = factory.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        return cls.from_dict(dict(value)).to_dict()
+
+    return check
+
+
+VQVAEModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.vqvae:VQVAEConfig"))]
+TrainDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.train.config:TrainConfig"))]
+
+
+class VQVAEParams(_Section):
+    """train_vqvae: the model (vqvp_core.models.vqvae.VQVAEConfig) and its training
+    (vqvp_core.train.config.TrainConfig); see README, 'train_vqvae'."""
+
+    model: VQVAEModelDict = Field(default_factory=dict)
+    train: TrainDict = Field(default_factory=lambda: dict(
+        steps=300, batch_size=8, lr=3e-4, warmup_steps=20, ckpt_every=50, val_every=100, log_every=10,
+        max_val_batches=4))
+    eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
+    log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
+    register_as: str = Field("vqvp-vqvae", min_length=1, description="MLflow registered model name")
+    alias: str = Field("candidate", min_length=1, description="alias set on the new model version")
+
+
+class LatentsParams(_Section):
+    """extract_latents: encode every clip (and its 4 conditioning frames alone) to code grids."""
+
+    batch_size: int = Field(32, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cond_frames: int = Field(4, ge=1, description="given frames; the paper conditions on 4 and predicts 12")
+
+
 class Params(_Section):
     """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
 
     preset: Literal["tiny", "paper"] = "tiny"
     ingest: IngestParams = Field(default_factory=IngestParams)
+    vqvae: VQVAEParams = Field(default_factory=VQVAEParams)
+    extract_latents: LatentsParams = Field(default_factory=LatentsParams)
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> "Params":
+        model = self.vqvae.model
+        if model["size"] != self.ingest.size:
+            raise ValueError(f"vqvae.model.size = {model['size']} must equal ingest.size = {self.ingest.size}")
+        if model["frames"] != self.ingest.clip_len:
+            raise ValueError(f"vqvae.model.frames = {model['frames']} must equal ingest.clip_len = "
+                             f"{self.ingest.clip_len}")
+        if self.extract_latents.cond_frames >= self.ingest.clip_len:
+            raise ValueError(f"extract_latents.cond_frames = {self.extract_latents.cond_frames} must be < "
+                             f"ingest.clip_len = {self.ingest.clip_len}")
+        return self
 
 
 # Presets: partial values over the schema defaults (which are the `tiny` values).
@@ -132,6 +187,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ingest": {"source": "kinetics.csv", "size": 256, "fps": 25.0, "shard_size": 64,
                    # if synthetic data is used at 256x256, keep motion the same relative to the frame
                    "synthetic": {"speed": (2.0, 12.0)}},
+        # the paper: batch 16, 1M iterations (section 4); widths from VQVAEConfig.paper()
+        "vqvae": {"model": {"first_channels": 128, "channels": 256, "res_channels": 128, "size": 256},
+                  "train": {"steps": 1_000_000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 1000,
+                            "ckpt_every": 5000, "val_every": 5000, "log_every": 100, "max_val_batches": 16}},
     },
 }
 
@@ -187,7 +246,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        key = ".".join(str(p) for p in err["loc"]) or "params"
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (value {value!r}); check the spelling against params.yaml")

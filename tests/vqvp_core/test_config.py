@@ -21,7 +21,15 @@ def test_presets_validate_and_round_trip_through_yaml(name, tmp_path):
 
 
 def test_paper_preset_uses_paper_frame_size():
-    assert validate(preset_dict("paper")).ingest.size == 256
+    params = validate(preset_dict("paper"))
+    assert params.ingest.size == params.vqvae.model["size"] == 256
+    assert params.vqvae.train["batch_size"] == 16  # the paper's VQ-VAE batch
+
+
+def test_dataclass_sections_are_normalised_to_full_dicts():
+    params = load_params("/nonexistent.yaml", ["vqvae.model.channels=32"])
+    assert params.vqvae.model["channels"] == 32 and params.vqvae.model["n_codes"] == 512
+    assert params.vqvae.train["seed"] == 0  # filled from TrainConfig's defaults
 
 
 @pytest.mark.parametrize("text, path, value", [
@@ -39,7 +47,7 @@ def test_parse_override(text, path, value):
 def test_overrides_apply_over_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(dump_params(Params()))
-    params = load_params(path, ["ingest.size=128", "ingest.split.seed=7"])
+    params = load_params(path, ["ingest.size=128", "vqvae.model.size=128", "ingest.split.seed=7"])
     assert params.ingest.size == 128 and params.ingest.split.seed == 7
     assert params.ingest.fps == Params().ingest.fps  # untouched values stay
 
@@ -57,6 +65,12 @@ def test_missing_file_means_defaults(tmp_path):
     ("ingest.split.train=0.5", "ingest.split", "sum to 1"),
     ("ingest.synthetic.objects=[3, 1]", "ingest.synthetic", "min 3 must be <= max 1"),
     ("ingest.extensions=[mp4]", "ingest.extensions", "must start with '.'"),
+    ("vqvae.model.channels=-1", "vqvae.model", "VQVAEConfig.channels must be a positive integer, got -1"),
+    ("vqvae.model.chanels=8", "vqvae.model", "unknown VQVAEConfig keys ['chanels']"),
+    ("vqvae.train.lr=0", "vqvae.train", "TrainConfig.lr = 0"),
+    ("vqvae.train.schedule=step", "vqvae.train", "TrainConfig.schedule"),
+    ("ingest.size=128", "vqvae.model.size = 64", "must equal ingest.size = 128"),
+    ("extract_latents.cond_frames=16", "extract_latents.cond_frames = 16", "must be < ingest.clip_len"),
 ])
 def test_bad_values_name_key_value_and_expectation(override, key, expected):
     with pytest.raises(ConfigError) as info:

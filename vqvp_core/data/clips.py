@@ -35,7 +35,7 @@ class ClipSet:
 
     def __getitem__(self, i: int) -> np.ndarray:
         row = self.manifest.iloc[i]
-        return np.asarray(self._shard(row["shard"])[int(row["index"])])
+        return np.array(self._shard(row["shard"])[int(row["index"])])  # a writable copy of one clip
 
     def __getstate__(self):  # DataLoader workers reopen the mmaps themselves
         return {"dir": self.dir, "manifest": self.manifest, "_shards": {}}

@@ -1,0 +1,165 @@
+"""Training throughput of the VQ-VAE against this machine's matmul peak.
+
+    python bench/vqvae.py [--preset tiny|paper] [--batch 8] [--steps 10] [--device auto|cpu|cuda]
+                          [--precision fp32|bf16] [--memory-format contiguous|channels_last]
+
+Prints, in one run: parameters, FLOPs per training step (forward + backward, counted by
+torch.utils.flop_counter.FlopCounterMode), clips/s, the achieved FLOP/s, the peak FLOP/s of a
+large torch.matmul in the same precision with all threads, and their ratio. Steps are AdamW
+training steps on random clips of the preset's size (tiny: 16x64x64).
+
+The machine may be shared: the load average is printed before and after, the peak is the best
+of several trials, and the step time is the median (the best is printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vqvp_core.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def matmul_peak(device: torch.device, precision: str, n: int = 4096, trials: int = 5) -> float:
+    """Best FLOP/s of an n x n x n torch.matmul (fp32 or bf16), over `trials` timed runs."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    reps = 3 if device.type == "cpu" else 20
+    for _ in range(2):
+        torch.matmul(a, b, out=c)
+    _sync(device)
+    best = float("inf")
+    for _ in range(trials):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b, out=c)
+        _sync(device)
+        best = min(best, (time.perf_counter() - t) / reps)
+    return 2 * n ** 3 / best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--memory-format", choices=["contiguous", "channels_last"], default="contiguous",
+                   help="channels_last = torch.channels_last_3d for the model and the input")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--frames", type=int, default=None, help="clip length (default: the preset's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a VQVAEConfig field, e.g. --set channels=96")
+    p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    a = p.parse_args(argv)
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(a.device)
+    overrides = {}
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        overrides[k] = type(getattr(VQVAEConfig(), k))(v) if v not in ("True", "False") else v == "True"
+    cfg = VQVAEConfig.preset(a.preset, **overrides)
+    frames = a.frames or cfg.frames
+    torch.manual_seed(0)
+    model = VQVAE(cfg).to(device).train()
+    x = torch.rand(a.batch, cfg.in_channels, frames, cfg.size, cfg.size, device=device) * 2 - 1
+    if a.memory_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    n_params = sum(q.numel() for q in model.parameters())
+
+    load_before = os.getloadavg()
+
+    def step() -> float:
+        with _autocast(device, a.precision):
+            out = model(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        return out.loss
+
+    step()  # the first step initialises the codebooks from data: not counted, not timed
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with _autocast(device, a.precision):
+            out = model(x)
+        out.loss.backward()
+    opt.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops()
+
+    for _ in range(a.warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(a.steps):
+        t = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    med, best_t = statistics.median(times), min(times)
+
+    peak = matmul_peak(device, a.precision)
+    load_after = os.getloadavg()
+    res = {
+        "preset": a.preset, "device": str(device), "precision": a.precision,
+        "memory_format": a.memory_format, "threads": torch.get_num_threads(),
+        "batch": a.batch, "clip": [frames, cfg.size, cfg.size], "params": n_params,
+        "flops_per_step": flops, "step_s_median": med, "step_s_best": best_t,
+        "clips_per_s": a.batch / med, "achieved_flops": flops / med,
+        "achieved_flops_best": flops / best_t, "peak_flops": peak,
+        "ratio": flops / med / peak, "ratio_best": flops / best_t / peak,
+        "loadavg_before": load_before[0], "loadavg_after": load_after[0],
+        "config": cfg.to_dict(),
+    }
+    print(f"VQ-VAE {a.preset}: {n_params / 1e6:.2f} M params, batch {a.batch} of "
+          f"{frames}x{cfg.size}x{cfg.size}, {device}, {a.precision}, {a.memory_format}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"  FLOPs per training step (fwd+bwd): {flops / 1e9:.1f} GFLOP "
+          f"({flops / a.batch / 1e9:.2f} per clip)")
+    print(f"  step time: median {med * 1e3:.0f} ms, best {best_t * 1e3:.0f} ms over {a.steps} steps")
+    print(f"  clips/s:   {a.batch / med:.2f} (best {a.batch / best_t:.2f})")
+    print(f"  achieved:  {flops / med / 1e9:.1f} GFLOP/s (best {flops / best_t / 1e9:.1f})")
+    print(f"  peak:      {peak / 1e9:.1f} GFLOP/s ({a.precision} matmul 4096^3, best of 5)")
+    print(f"  ratio:     {100 * res['ratio']:.1f}% of peak (best step {100 * res['ratio_best']:.1f}%)")
+    print(f"  load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+          f"({os.cpu_count()} CPUs)")
+    if a.json:
+        print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

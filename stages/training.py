@@ -1,0 +1,118 @@
+"""What every training stage (VQ-VAE, top prior, bottom prior) shares around the core Trainer:
+resumable checkpoint folders keyed by a fingerprint, MLflow callbacks, the final model file
+and its registration in the MLflow model registry.
+
+Checkpoints live in `checkpoints/<stage>/` (git-ignored, not a DVC out, so `dvc repro` never
+deletes them). A run killed mid-way and started again with the same params, data and code
+resumes from its last checkpoint; when any of those changed, the old checkpoints are set aside
+and training starts fresh.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.common import StageContext
+from vqvp_core.atomic import write_text
+
+log = logging.getLogger("vqvp.stage")
+CHECKPOINTS = Path("checkpoints")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def code_files(stage: str, dvc_file: str | Path = "dvc.yaml") -> list[Path]:
+    """The code deps of `stage` in dvc.yaml (files, and .py files under dep folders)."""
+    try:
+        deps = yaml.safe_load(Path(dvc_file).read_text())["stages"][stage].get("deps", [])
+    except (OSError, KeyError, TypeError):
+        return []
+    files: list[Path] = []
+    for dep in deps:
+        path = Path(dep)
+        if path.suffix == ".py" and path.is_file():
+            files.append(path)
+        elif path.is_dir() and path.parts[0] not in ("data", "models"):
+            files.extend(sorted(path.rglob("*.py")))
+    return sorted(files)
+
+
+def fingerprint(stage: str, params: dict[str, Any], inputs: list[Path]) -> str:
+    """A digest of what determines a training run: its params, its input files, its code."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for path in inputs + code_files(stage):
+        h.update(str(path).encode())
+        h.update(_sha256_file(path).encode())
+    return h.hexdigest()[:20]
+
+
+def prepare_checkpoints(stage: str, digest: str) -> Path:
+    """checkpoints/<stage>/, emptied (old contents moved aside) unless it belongs to `digest`."""
+    folder = CHECKPOINTS / stage
+    marker = folder / "FINGERPRINT"
+    if folder.exists() and (not marker.exists() or marker.read_text().strip() != digest):
+        aside = CHECKPOINTS / f".{stage}.previous"
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        log.warning("%s: params, data or code changed since the checkpoints in %s were written; "
+                    "starting fresh (the old ones are in %s until the next change)", stage, folder, aside)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(marker, digest + "\n")
+    return folder
+
+
+class MlflowLogger:
+    """Trainer callbacks: train/* and val/* metrics to the stage's MLflow run."""
+
+    def __init__(self, ctx: StageContext):
+        self.ctx, self.t0 = ctx, time.perf_counter()
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        self.ctx.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step)
+
+    def on_val(self, step: int, metrics: dict[str, float]) -> None:
+        self.ctx.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=step)
+
+
+def save_model(path: Path, model_config: dict, state_dict: dict, **extra: Any) -> None:
+    """The stage's final model: `{config, state_dict, ...}`, written atomically."""
+    import torch
+
+    from vqvp_core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"config": model_config, "state_dict": state_dict, **extra}, tmp)
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def register_model(ctx: StageContext, model, name: str, alias: str, artifact: Path) -> str | None:
+    """Log the model (and its checkpoint file) to the run, register a version, set `alias`."""
+    import torch
+
+    ctx.mlflow.log_artifact(str(artifact), artifact_path="checkpoint")
+    info = ctx.mlflow.pytorch.log_model(model, name="model", registered_model_name=name,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                        serialization_format="pickle")
+    version = getattr(info, "registered_model_version", None)
+    if version is None:
+        return None
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+    return f"models:/{name}@{alias}"

@@ -1,0 +1,124 @@
+"""train_vqvae and extract_latents as dvc.yaml runs them: outs, MLflow, resume after a kill, DDP."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from stages import extract_latents, ingest, train_vqvae
+from tests.conftest import BIN, TINY_INGEST_ARGS
+
+SMALL_MODEL = ["vqvae.model.size=32", "vqvae.model.first_channels=8", "vqvae.model.channels=16",
+               "vqvae.model.res_channels=8", "vqvae.model.embed_dim=8", "vqvae.model.n_codes=32"]
+
+
+def args(*overrides: str) -> list[str]:
+    return [a for o in SMALL_MODEL + list(overrides) for a in ("-S", o)] + TINY_INGEST_ARGS + ["--no-progress"]
+
+
+def train_args(steps=4, **extra) -> list[str]:
+    over = [f"vqvae.train.steps={steps}", "vqvae.train.batch_size=2", "vqvae.train.ckpt_every=2",
+            "vqvae.train.val_every=2", "vqvae.train.log_every=1", "vqvae.eval_clips=4", "vqvae.log_videos=2"]
+    return args(*over, *[f"vqvae.train.{k}={v}" for k, v in extra.items()])
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_bytes((Path(__file__).parents[2] / "dvc.yaml").read_bytes())
+    assert ingest.main(args()) == 0
+    return tmp_path
+
+
+def test_train_then_extract(workdir):
+    assert train_vqvae.main(train_args()) == 0
+    ckpt = torch.load(workdir / "models/vqvae/model.pt", weights_only=True)
+    assert ckpt["config"]["channels"] == 16 and ckpt["step"] == 4 and "state_dict" in ckpt
+    metrics = pd.read_json(workdir / "metrics/vqvae.json", typ="series")
+    assert {"eval/psnr", "eval/top_codes_in_use", "eval/bottom_codes_in_use", "val/psnr"} <= set(metrics.index)
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias("vqvp-vqvae", "candidate")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["vqvp.stage"] == "train_vqvae" and run.data.params["vqvae.model.channels"] == "16"
+    assert "train/loss" in run.data.metrics and "eval/psnr" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"reconstructions", "checkpoint"}
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
+
+    assert extract_latents.main(args()) == 0
+    top, bottom = np.load(workdir / "data/latents/top.npy"), np.load(workdir / "data/latents/bottom.npy")
+    cond_top, cond_bottom = np.load(workdir / "data/latents/cond_top.npy"), np.load(workdir / "data/latents/cond_bottom.npy")
+    assert top.shape == (12, 4, 4, 4) and bottom.shape == (12, 8, 8, 8)  # 16x32x32 clips
+    assert cond_top.shape == (12, 1, 4, 4) and cond_bottom.shape == (12, 2, 8, 8)
+    assert top.dtype == np.int16 and 0 <= top.min() and bottom.max() < 32
+    manifest = pd.read_parquet(workdir / "data/latents/manifest.parquet")
+    clips = pd.read_parquet(workdir / "data/clips/manifest.parquet")
+    assert manifest.clip_id.tolist() == clips.clip_id.tolist() and manifest.row.tolist() == list(range(12))
+    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (workdir / "data/latents").iterdir()}
+    assert extract_latents.main(args()) == 0
+    again = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (workdir / "data/latents").iterdir()}
+    assert first == again  # deterministic: DVC sees no change
+
+
+def test_extract_without_model_is_a_clear_error(workdir, capsys):
+    assert extract_latents.main(args()) == 3
+    assert "models/vqvae/model.pt not found" in capsys.readouterr().err
+
+
+def _stage_cmd(name: str, argv: list[str]) -> list[str]:
+    return [str(BIN / "vqvp"), "stage", name, *argv]
+
+
+def test_killed_training_resumes_to_the_same_model(workdir, tmp_path_factory):
+    """SIGKILL mid-run, restart: the final weights equal those of an uninterrupted run, bit for bit."""
+    argv = train_args(steps=24, ckpt_every=4)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_stage_cmd("train_vqvae", argv), cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = workdir / "checkpoints/train_vqvae"
+    deadline = time.time() + 240
+    while not (ckpts / "step_00000008.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "models/vqvae/model.pt").exists()
+    assert subprocess.run(_stage_cmd("train_vqvae", argv), cwd=workdir, env=env, capture_output=True).returncode == 0
+    resumed = torch.load(workdir / "models/vqvae/model.pt", weights_only=True)
+
+    fresh_dir = tmp_path_factory.mktemp("fresh")
+    for name in ("dvc.yaml", "data"):
+        os.symlink(workdir / name, fresh_dir / name)
+    assert subprocess.run(_stage_cmd("train_vqvae", argv), cwd=fresh_dir, env=env, capture_output=True).returncode == 0
+    uninterrupted = torch.load(fresh_dir / "models/vqvae/model.pt", weights_only=True)
+    assert resumed["step"] == uninterrupted["step"] == 24
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def test_changed_params_start_fresh(workdir, caplog):
+    assert train_vqvae.main(train_args(steps=2)) == 0
+    assert train_vqvae.main(train_args(steps=2, lr=1e-3)) == 0  # would be a resume mismatch otherwise
+    assert (workdir / "checkpoints/.train_vqvae.previous").exists()
+    assert "starting fresh" in caplog.text
+
+
+@pytest.mark.integration
+def test_ddp_two_processes_with_torchrun(workdir):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(BIN / "vqvp"), "stage", "train_vqvae", *train_args(steps=2)]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert torch.load(workdir / "models/vqvae/model.pt", weights_only=True)["step"] == 2
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("vqvp").experiment_id],
+                              "tags.`vqvp.stage` = 'train_vqvae'")
+    assert len(runs) == 1  # rank 0 alone records the run

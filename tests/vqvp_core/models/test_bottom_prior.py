@@ -1,0 +1,273 @@
+"""Bottom prior: shapes, within-slice causality proved with gradients (every position of the tiny
+16x16 slice, a subset of the paper 64x64 slice), slice n's dependence on bottom slices n-W..n-1
+only, conditioning on the top, batched training entry point, loss, naive sampling."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig, past_window
+from vqvp_core.models.pixelcnn import bits_per_code, min_layers_no_blind_spot
+
+TINY, PAPER = (16, 16), (64, 64)              # (Hb, Wb) of the presets; top grid is half
+
+
+def small_config(**kw) -> BottomPriorConfig:
+    base = dict(n_codes=32, n_codes_top=24, embed_dim=8, channels=8, n_layers=2, kernel=3,
+                first_kernel=3, attn_every=2, attn_heads=2, attn_channels=8, out_hidden=16,
+                dropout=0.0, top_embed_dim=8, top_up_hidden=8, top_up_channels=8, past_channels=8,
+                cond_channels=8, cond_res_blocks=1, cond_res_hidden=8)
+    base.update(kw)
+    return BottomPriorConfig(**base)
+
+
+def make_inputs(cfg: BottomPriorConfig, hw, batch=1, seed=0):
+    """A full bottom grid (B, 8, Hb, Wb) and top grid (B, 4, Ht, Wt)."""
+    g = torch.Generator().manual_seed(seed)
+    hb, wb = hw
+    bottom = torch.randint(0, cfg.n_codes, (batch, cfg.n_steps, hb, wb), generator=g)
+    top = torch.randint(0, cfg.n_codes_top, (batch, cfg.n_steps // 2, hb // 2, wb // 2), generator=g)
+    return bottom, top
+
+
+def model_for(cfg, seed=0) -> BottomPrior:
+    torch.manual_seed(seed)
+    return BottomPrior(cfg).eval()
+
+
+class Capture:
+    def __init__(self, module):
+        self.outs = []
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, out):
+        out.retain_grad()
+        self.outs.append(out)
+
+    def close(self):
+        self.handle.remove()
+
+
+def project(logits_sel: torch.Tensor) -> torch.Tensor:
+    proj = torch.randn(logits_sel.shape[1], generator=torch.Generator().manual_seed(1))
+    return (logits_sel.movedim(1, -1) @ proj).sum()
+
+
+def within_slice_grads(model: BottomPrior, bottom, top, n: int, positions):
+    """(P, Hb*Wb): |d <r, logits of slice n at position p> / d embedding of slice-n code j|."""
+    p = len(positions)
+    rep = lambda z: z.expand(p, *z.shape[1:])
+    nn_ = torch.full((p,), n)
+    cap = Capture(model.embed)
+    try:
+        logits = model(rep(bottom[:, n]), rep(model.past_window(bottom, n)), rep(top), nn_)
+    finally:
+        cap.close()
+    past_emb, cur_emb = cap.outs                       # condition() embeds past, then the slice
+    assert cur_emb.shape[1:3] == bottom.shape[2:]
+    project(logits.flatten(2)[torch.arange(p), :, torch.tensor(positions)]).backward()
+    return cur_emb.grad.abs().sum(-1).flatten(1)
+
+
+def assert_causal_complete(g, positions):
+    for row, i in enumerate(positions):
+        assert torch.all(g[row, i:] == 0), f"position {i} depends on itself or a later code"
+        blind = (g[row, :i] == 0).nonzero().flatten().tolist()
+        assert not blind, f"position {i} is blind to earlier positions {blind}"
+
+
+# ----------------------------------------------------------------------------- config, helpers
+
+
+def test_presets_valid_and_round_trip():
+    for cfg in (BottomPriorConfig.tiny(), BottomPriorConfig.paper()):
+        assert BottomPriorConfig.from_dict(cfg.to_dict()) == cfg
+        assert cfg.n_layers >= min_layers_no_blind_spot(cfg.attn_every)
+    paper = BottomPriorConfig.paper()
+    assert (paper.window, paper.top_up_channels, paper.attn_every) == (4, 1024, 5)
+
+
+@pytest.mark.parametrize("bad", [dict(window=17), dict(window=0), dict(attn_every=3, n_layers=2),
+                                 dict(kernel=2), dict(n_steps=7), dict(n_given=8)])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="bottom_prior"):
+        small_config(**bad)
+
+
+def test_past_window():
+    bottom = torch.arange(8)[None, :, None, None].expand(2, 8, 2, 2)     # slice k holds code k
+    pad = 99
+    assert past_window(bottom, 2, 4, pad)[0, :, 0, 0].tolist() == [pad, pad, 0, 1]
+    assert past_window(bottom, 7, 4, pad)[0, :, 0, 0].tolist() == [3, 4, 5, 6]
+    assert past_window(bottom, 0, 2, pad)[0, :, 0, 0].tolist() == [pad, pad]
+    per_row = past_window(bottom, torch.tensor([3, 6]), 4, pad)[:, :, 0, 0].tolist()
+    assert per_row == [[pad, 0, 1, 2], [2, 3, 4, 5]]
+    assert past_window(bottom, 5, 1, pad)[0, :, 0, 0].tolist() == [4]
+
+
+@pytest.mark.parametrize("window", [1, 2, 4, 6])
+def test_window_sizes(window):
+    cfg = small_config(window=window)
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY)
+    n = torch.tensor([3])
+    out = model(bottom[:, 3], model.past_window(bottom, n), top, n)
+    assert out.shape == (1, cfg.n_codes, *TINY)
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("hw", [TINY, PAPER])
+def test_shapes_and_batched_slices_match_single_slices(hw):
+    cfg = small_config()
+    model = model_for(cfg)
+    batch = 2 if hw == TINY else 1
+    bottom, top = make_inputs(cfg, hw, batch=batch)
+    with torch.no_grad():
+        assert model.top_features(top).shape == (batch, cfg.top_up_channels, 8, *hw)
+        slices = [2, 7] if hw == TINY else [5]
+        allv = model.forward_all_slices(bottom, top, slices)
+        assert allv.shape == (batch, cfg.n_codes, len(slices), *hw)
+        for i, n in enumerate(slices):
+            nn_ = torch.full((batch,), n)
+            one = model(bottom[:, n], model.past_window(bottom, n), top, nn_)
+            assert one.shape == (batch, cfg.n_codes, *hw)
+            torch.testing.assert_close(allv[:, :, i], one, rtol=1e-4, atol=1e-5)
+        if hw == TINY:
+            assert model.forward_all_slices(bottom, top).shape[2] == 6     # default: slices 2..7
+
+
+def test_tiny_preset_forward_all_slices():
+    cfg = BottomPriorConfig.tiny()
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY)
+    assert model.forward_all_slices(bottom, top).shape == (1, 512, 6, *TINY)
+
+
+def test_per_row_slice_index():
+    cfg = small_config()
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY, batch=2)
+    n = torch.tensor([2, 6])
+    both = model(bottom[torch.arange(2), n], model.past_window(bottom, n), top, n)
+    for b in range(2):
+        nb = n[b:b + 1]
+        alone = model(bottom[b:b + 1, n[b]], model.past_window(bottom[b:b + 1], nb), top[b:b + 1], nb)
+        torch.testing.assert_close(both[b:b + 1], alone, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- causality
+
+
+def test_within_slice_causal_no_blind_spot_every_position_tiny():
+    cfg = small_config()
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY)
+    positions = list(range(TINY[0] * TINY[1]))
+    g = within_slice_grads(model, bottom, top, 4, positions)
+    assert_causal_complete(g, positions)
+
+
+def test_within_slice_causal_no_blind_spot_paper_subset():
+    cfg = small_config()
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, PAPER)
+    hb, wb = PAPER
+    n = hb * wb
+    fixed = [0, 1, wb - 1, wb, wb + 1, n // 2, n - wb, n - 1]
+    rnd = torch.randperm(n, generator=torch.Generator().manual_seed(3))[:4].tolist()
+    positions = fixed + rnd
+    g = within_slice_grads(model, bottom, top, 2, positions)
+    assert_causal_complete(g, positions)
+
+
+@pytest.mark.parametrize("window", [4, 2])
+def test_slice_depends_only_on_its_past_window(window):
+    # through the real training path: bottom codes are embedded once (pad slices in front), so
+    # the gradient w.r.t. that embedding shows which bottom slices each slice's logits read
+    cfg = small_config(window=window)
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY)
+    slices = list(range(2, 8))
+    cap = Capture(model.embed)
+    logits = model.forward_all_slices(bottom, top, slices)           # (1, K, S, Hb, Wb)
+    cap.close()
+    (emb,) = cap.outs                                                # (1, W+8, Hb, Wb, E)
+    for i, n in enumerate(slices):
+        emb.grad = None
+        project(logits[:, :, i]).backward(retain_graph=True)
+        g = emb.grad.abs().sum(-1)[0, window:]                       # (8, Hb, Wb): slice m
+        for m in range(8):
+            touched = bool((g[m] > 0).any())
+            if n - window <= m < n:
+                assert touched, f"slice {n} ignores past slice {m}"
+            elif m == n:
+                assert g[m].flatten()[-1] == 0                       # no one reads the last code
+                assert touched
+            else:
+                assert not touched, f"slice {n} depends on slice {m}"
+
+
+def test_top_conditioning_and_past_window_change_the_output():
+    cfg = small_config()
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY)
+    cap = Capture(model.top_embed)
+    logits = model.forward_all_slices(bottom, top, [5])
+    cap.close()
+    project(logits).backward()
+    g = cap.outs[0].grad.abs().sum(-1)[0]                            # (4, Ht, Wt)
+    # the paper's upsampler reaches, for slice n, the top steps i with 2i-3 <= n <= 2i+4 (time
+    # kernels 4/s2, 3, 3); slice 5 -> steps 1, 2, 3, every spatial position of them
+    assert (g > 0).flatten(1).all(1).tolist() == [False, True, True, True]
+    # first position of a slice: only conditioning can move it
+    with torch.no_grad():
+        n = torch.tensor([5])
+        base = model(bottom[:, 5], model.past_window(bottom, n), top, n)[:, :, 0, 0]
+        top2 = (top + 1) % cfg.n_codes_top
+        past2 = (model.past_window(bottom, n) + 1) % cfg.n_codes
+        assert not torch.allclose(base, model(bottom[:, 5], model.past_window(bottom, n), top2, n)[:, :, 0, 0])
+        assert not torch.allclose(base, model(bottom[:, 5], past2, top, n)[:, :, 0, 0])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    cfg = small_config(channels=16, embed_dim=16)
+    model = model_for(cfg).train()
+    bottom, top = make_inputs(cfg, TINY, batch=1)
+    slices = [2, 6]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = bits_per_code(model.forward_all_slices(bottom, top, slices), bottom[:, slices])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        unused = [k for k, prm in model.named_parameters() if prm.grad is None]
+        assert not unused, f"parameters without gradient (DDP would fail): {unused}"
+    assert losses[0] == pytest.approx(5.0, abs=0.5)                  # ~log2(32) at init
+    assert losses[-1] < losses[0] - 0.3
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def test_naive_sampling():
+    cfg = small_config()
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, (2, 4), batch=2)
+    given = bottom[:, :2]
+    a = model.sample(top, given, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(5))
+    b = model.sample(top, given, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(5))
+    assert a.shape == bottom.shape and a.dtype == torch.long
+    assert torch.equal(a[:, :2], given)
+    assert ((a >= 0) & (a < cfg.n_codes)).all()
+    assert torch.equal(a, b)
+    # greedy samples are a fixed point of the batched training path
+    greedy = model.sample(top, given, temperature=0)
+    with torch.no_grad():
+        assert torch.equal(model.forward_all_slices(greedy, top).argmax(1), greedy[:, 2:])

@@ -1,0 +1,31 @@
+"""Frame metrics shared by training, evaluation and the benchmarks."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def psnr_uint8(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-clip PSNR in dB of uint8 clips (B, ...) against uint8 targets, on the 0-255 scale."""
+    if pred.shape != target.shape:
+        raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    err = (pred.double() - target.double()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(255.0**2 / err.clamp_min(1e-10))
+
+
+def psnr_from_mse(mse: float, data_range: float = 2.0) -> float:
+    """PSNR in dB from a mean squared error on data spanning `data_range` ([-1, 1] -> 2)."""
+    return 10.0 * math.log10(data_range**2 / max(mse, 1e-12))
+
+
+def codes_in_use(codes: torch.Tensor, n_codes: int) -> float:
+    """Fraction of the codebook that appears at least once in `codes`."""
+    return torch.bincount(codes.flatten().long(), minlength=n_codes).gt(0).float().mean().item()
+
+
+def perplexity(codes: torch.Tensor, n_codes: int) -> float:
+    """exp(entropy) of the code histogram: n_codes when all codes are equally used, 1 when one is."""
+    p = torch.bincount(codes.flatten().long(), minlength=n_codes).double()
+    p = p / p.sum().clamp_min(1)
+    return math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())

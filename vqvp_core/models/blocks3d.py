@@ -1,0 +1,90 @@
+"""3D convolutional building blocks of the VQ-VAE: VQ-VAE-2 (rosinality) blocks, in 3D.
+
+Every down/upsampling step is given as a stride per axis (T, H, W), each 1 or 2. A stride-2
+axis uses kernel 4, padding 1 (exactly halves / doubles that axis, for any even size, down to
+2 -> 1); a stride-1 axis uses kernel 3, padding 1 (keeps it).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ResBlock3d", "Encoder3d", "Decoder3d"]
+
+Stride = tuple[int, int, int]
+
+
+def _kernel(stride: Stride) -> tuple[int, int, int]:
+    if any(s not in (1, 2) for s in stride):
+        raise ValueError(f"strides must be 1 or 2 per axis, got {stride}")
+    return tuple(4 if s == 2 else 3 for s in stride)  # type: ignore[return-value]
+
+
+class ResBlock3d(nn.Module):
+    """x + conv1x1(relu(conv3x3x3(relu(x)))), as VQ-VAE-2's residual block."""
+
+    def __init__(self, channels: int, res_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, res_channels, 3, padding=1)
+        self.conv2 = nn.Conv3d(res_channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.relu(x))
+        h = self.conv2(F.relu(h))
+        return x + h
+
+
+class Encoder3d(nn.Module):
+    """Strided convs (one per entry of ``strides``), a 3x3x3 conv, residual blocks, ReLU.
+
+    (B, in_channels, T, H, W) -> (B, channels, T/prod(st), H/prod(sh), W/prod(sw)).
+    The first strided conv outputs ``first_channels``, later ones ``channels``.
+    """
+
+    def __init__(self, in_channels: int, channels: int, first_channels: int, n_res_blocks: int,
+                 res_channels: int, strides: Sequence[Stride]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, s in enumerate(strides):
+            out = first_channels if i == 0 else channels
+            layers += [nn.Conv3d(c, out, _kernel(s), stride=s, padding=1), nn.ReLU(inplace=True)]
+            c = out
+        layers.append(nn.Conv3d(c, channels, 3, padding=1))
+        layers += [ResBlock3d(channels, res_channels) for _ in range(n_res_blocks)]
+        layers.append(nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class Decoder3d(nn.Module):
+    """A 3x3x3 conv, residual blocks, ReLU, transposed convs (one per entry of ``strides``).
+
+    (B, in_channels, T, H, W) -> (B, out_channels, T*prod(st), H*prod(sh), W*prod(sw)).
+    Transposed convs output ``first_channels`` except the last, which gives ``out_channels``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int, first_channels: int,
+                 n_res_blocks: int, res_channels: int, strides: Sequence[Stride]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv3d(in_channels, channels, 3, padding=1)]
+        layers += [ResBlock3d(channels, res_channels) for _ in range(n_res_blocks)]
+        layers.append(nn.ReLU(inplace=True))
+        c = channels
+        for i, s in enumerate(strides):
+            last = i == len(strides) - 1
+            out = out_channels if last else first_channels
+            layers.append(nn.ConvTranspose3d(c, out, _kernel(s), stride=s, padding=1))
+            if not last:
+                layers.append(nn.ReLU(inplace=True))
+            c = out
+        self.blocks = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)

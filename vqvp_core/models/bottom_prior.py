@@ -1,0 +1,292 @@
+"""Bottom prior: a gated 2D PixelCNN that generates one time slice n of the bottom grid, conditioned
+on the whole top grid and on a window of past bottom slices (paper sec. 3.2 and appendix).
+
+Shapes (tiny preset / paper): bottom grid (Tb=8, Hb, Wb) = (8, 16, 16) / (8, 64, 64), top grid
+(Tt=4, Ht, Wt) with Hb = 2 Ht. Slices 0 and 1 come from the conditioning frames; the prior
+generates slices 2..7, each in raster order y, x.
+
+Conditioning of slice n:
+* top: embedded (B, E, 4, Ht, Wt), upsampled by three 3D convs — kernels (4,3,3), (3,4,4), (3,3,3),
+  strides (2,1,1), (1,2,2), (1,1,1) (the first two transposed) — to (B, Cu, 8, Hb, Wb); slice n.
+  The top is fully given, so slice n may depend on every top code.
+* past: bottom slices n-W..n-1 (a pad token where the index is < 0) embedded (B, E, W, Hb, Wb),
+  through four convs of kernel (4,3,3), stride (2,1,1), time paddings chosen so time collapses
+  to 1 -> (B, Cp, Hb, Wb). Slices >= n never enter.
+* both, plus fixed coordinate channels (n, y, x), through a VQ-VAE-2 conditioning stack
+  (3x3 conv + residual blocks) -> (B, Cc, Hb, Wb), added to every gated block.
+
+Training: ``forward_all_slices`` computes the top upsampling once per clip and runs the PixelCNN on
+all requested slices as one batch of B * len(slices).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqvp_core.models.pixelcnn import (
+    GatedPixelCNN,
+    ResBlock,
+    collapse_time_paddings,
+    coordinate_channels,
+    sample_from_logits,
+)
+
+
+@dataclass(frozen=True)
+class BottomPriorConfig:
+    n_codes: int = 512            # bottom codebook size (paper: 512 codes per level)
+    n_codes_top: int = 512        # top codebook size
+    n_steps: int = 8              # Tb: bottom slices per clip (= 2 * top steps)
+    n_given: int = 2              # slices given by the conditioning frames; 2..7 are generated
+    window: int = 4               # past bottom slices n-4..n-1 (paper appendix)
+    embed_dim: int = 128          # embedding of bottom codes (current slice and past window)
+    channels: int = 256           # width of the v and h stacks
+    n_layers: int = 20            # gated blocks (VQ-VAE-2's bottom prior: 20 layers)
+    kernel: int = 5               # VQ-VAE-2: filter size 5
+    first_kernel: int = 7         # Gated PixelCNN's 7x7 input conv
+    attn_every: int = 5           # attention every five layers (paper)
+    attn_heads: int = 8
+    attn_channels: int = 256
+    out_hidden: int = 512
+    dropout: float = 0.1          # VQ-VAE-2's priors use 0.1
+    top_embed_dim: int = 64
+    top_up_hidden: int = 256      # width inside the top upsampler (not in the paper)
+    top_up_channels: int = 1024   # paper appendix: top upsampled to 64x64x8x1024
+    past_channels: int = 256      # width of the past-window convs (not in the paper)
+    cond_channels: int = 256      # conditioning stack width
+    cond_res_blocks: int = 20     # VQ-VAE-2 bottom prior: 20 conditioning residual blocks
+    cond_res_hidden: int = 128
+
+    def __post_init__(self):
+        positive = ("n_codes", "n_codes_top", "n_steps", "window", "embed_dim", "channels",
+                    "n_layers", "kernel", "first_kernel", "attn_heads", "attn_channels",
+                    "out_hidden", "top_embed_dim", "top_up_hidden", "top_up_channels",
+                    "past_channels", "cond_channels", "cond_res_hidden")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"bottom_prior.{name} = {getattr(self, name)}: expected >= 1")
+        for name in ("kernel", "first_kernel"):
+            if getattr(self, name) % 2 == 0 or getattr(self, name) < 3:
+                raise ValueError(f"bottom_prior.{name} = {getattr(self, name)}: expected an odd size >= 3")
+        if self.n_steps % 2:
+            raise ValueError(f"bottom_prior.n_steps = {self.n_steps}: expected even (2 x top steps)")
+        if not 0 <= self.n_given < self.n_steps:
+            raise ValueError(f"bottom_prior.n_given = {self.n_given}: expected in [0, n_steps)")
+        if not 1 <= self.attn_every <= self.n_layers:
+            raise ValueError(f"bottom_prior.attn_every = {self.attn_every} with n_layers = "
+                             f"{self.n_layers}: expected 1 <= attn_every <= n_layers")
+        if self.attn_channels % self.attn_heads:
+            raise ValueError(f"bottom_prior.attn_channels = {self.attn_channels}: expected a "
+                             f"multiple of attn_heads = {self.attn_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"bottom_prior.dropout = {self.dropout}: expected in [0, 1)")
+        if self.cond_res_blocks < 0:
+            raise ValueError(f"bottom_prior.cond_res_blocks = {self.cond_res_blocks}: expected >= 0")
+        try:
+            collapse_time_paddings(self.window)
+        except ValueError as e:
+            raise ValueError(f"bottom_prior.window = {self.window}: {e}") from None
+
+    @property
+    def pad_code(self) -> int:
+        """Embedding index for past slices before the clip (n - k < 0)."""
+        return self.n_codes
+
+    @classmethod
+    def paper(cls) -> "BottomPriorConfig":
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "BottomPriorConfig":
+        # CPU in minutes on 16x16 slices; 10 blocks -> 2 attention layers
+        return cls(embed_dim=32, channels=64, n_layers=10, kernel=3, first_kernel=5, attn_every=5,
+                   attn_heads=4, attn_channels=64, out_hidden=128, dropout=0.0, top_embed_dim=32,
+                   top_up_hidden=32, top_up_channels=64, past_channels=32, cond_channels=64,
+                   cond_res_blocks=2, cond_res_hidden=32)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BottomPriorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown BottomPriorConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def past_window(bottom: torch.Tensor, n: int | torch.Tensor, window: int, pad_code: int) -> torch.Tensor:
+    """Slices n-window..n-1 of ``bottom`` (B, Tb, Hb, Wb) -> (B, window, Hb, Wb), ``pad_code``
+    where the index is < 0. ``n`` is an int or a (B,) long tensor (one slice index per row).
+    Only slices < n are read, so ``bottom`` may hold anything at slices >= n."""
+    b, tb, hb, wb = bottom.shape
+    padded = torch.cat([bottom.new_full((b, window, hb, wb), pad_code), bottom], 1)  # (B, W+Tb, Hb, Wb)
+    if isinstance(n, int):
+        if not 0 <= n <= tb:
+            raise ValueError(f"slice index {n} outside [0, {tb}]")
+        return padded[:, n:n + window]                      # padded index n+k = slice n-W+k
+    n = n.to(bottom.device).long()
+    idx = n[:, None] + torch.arange(window, device=bottom.device)            # (B, W)
+    return padded.gather(1, idx[:, :, None, None].expand(b, window, hb, wb))
+
+
+class BottomPrior(nn.Module):
+    """forward(codes_slice (B, Hb, Wb), past (B, W, Hb, Wb), top (B, Tt, Ht, Wt), n (B,))
+    -> logits (B, n_codes, Hb, Wb)."""
+
+    def __init__(self, config: BottomPriorConfig):
+        super().__init__()
+        self.config = cfg = config
+        # one table for the generated slice and the past window; index n_codes is the pad token
+        self.embed = nn.Embedding(cfg.n_codes + 1, cfg.embed_dim)
+        self.top_embed = nn.Embedding(cfg.n_codes_top, cfg.top_embed_dim)
+        # top (4, Ht, Wt) -> (8, Ht, Wt) -> (8, Hb, Wb) -> (8, Hb, Wb)
+        self.top_up1 = nn.ConvTranspose3d(cfg.top_embed_dim, cfg.top_up_hidden, (4, 3, 3),
+                                          stride=(2, 1, 1), padding=(1, 1, 1))
+        self.top_up2 = nn.ConvTranspose3d(cfg.top_up_hidden, cfg.top_up_hidden, (3, 4, 4),
+                                          stride=(1, 2, 2), padding=(1, 1, 1))
+        self.top_up3 = nn.Conv3d(cfg.top_up_hidden, cfg.top_up_channels, 3, padding=1)
+        # past window (W, Hb, Wb) -> (1, Hb, Wb)
+        pads = collapse_time_paddings(cfg.window)
+        chans = [cfg.embed_dim] + [cfg.past_channels] * 4
+        self.past_convs = nn.ModuleList(
+            nn.Conv3d(chans[i], chans[i + 1], (4, 3, 3), stride=(2, 1, 1), padding=(pads[i], 1, 1))
+            for i in range(4))
+        # VQ-VAE-2 conditioning stack; +3 coordinate channels (n, y, x)
+        self.cond_in = nn.Conv2d(cfg.top_up_channels + cfg.past_channels + 3, cfg.cond_channels, 3,
+                                 padding=1)
+        self.cond_res = nn.Sequential(*(ResBlock(cfg.cond_channels, cfg.cond_res_hidden, dims=2)
+                                        for _ in range(cfg.cond_res_blocks)), nn.ELU())
+        self.pixelcnn = GatedPixelCNN(
+            in_channels=cfg.embed_dim, channels=cfg.channels, cond_channels=cfg.cond_channels,
+            n_codes=cfg.n_codes, n_layers=cfg.n_layers, kernel=cfg.kernel, kernel_t=1,
+            first_kernel=cfg.first_kernel, first_kernel_t=1, attn_every=cfg.attn_every,
+            attn_heads=cfg.attn_heads, attn_channels=cfg.attn_channels, out_hidden=cfg.out_hidden,
+            dropout=cfg.dropout)
+
+    # -- conditioning ---------------------------------------------------------------------------
+
+    def past_window(self, bottom: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
+        """Past window for slice n from a bottom grid (B, Tb, Hb, Wb) -> (B, W, Hb, Wb)."""
+        return past_window(bottom, n, self.config.window, self.config.pad_code)
+
+    def top_features(self, top: torch.Tensor) -> torch.Tensor:
+        """Top grid (B, Tt, Ht, Wt) -> upsampled features (B, Cu, 2Tt, 2Ht, 2Wt); compute once per
+        clip and reuse for every slice."""
+        t = self.top_embed(top).permute(0, 4, 1, 2, 3)        # (B, E, Tt, Ht, Wt)
+        t = F.elu(self.top_up1(t))                            # (B, Cuh, 2Tt, Ht, Wt)
+        t = F.elu(self.top_up2(t))                            # (B, Cuh, 2Tt, 2Ht, 2Wt)
+        return self.top_up3(t)                                # (B, Cu, 2Tt, 2Ht, 2Wt)
+
+    def _past_features(self, past_emb: torch.Tensor) -> torch.Tensor:
+        # (B, E, W, Hb, Wb) -> (B, Cp, Hb, Wb)
+        p = past_emb
+        for conv in self.past_convs:
+            p = F.elu(conv(p))
+        return p[:, :, 0]
+
+    def _cond_stack(self, top_slice: torch.Tensor, past_feat: torch.Tensor,
+                    n: torch.Tensor) -> torch.Tensor:
+        # top_slice (B, Cu, Hb, Wb), past_feat (B, Cp, Hb, Wb), n (B,) -> (B, Cc, 1, Hb, Wb)
+        b, _, hb, wb = top_slice.shape
+        coords = coordinate_channels((1, hb, wb), top_slice.device, top_slice.dtype)[:, :, 0]
+        coords = coords.expand(b, -1, -1, -1).clone()         # (B, 3, Hb, Wb); channel 0 <- n
+        coords[:, 0] = (2.0 * n.to(top_slice.dtype) / (self.config.n_steps - 1) - 1.0)[:, None, None]
+        c = self.cond_in(torch.cat([top_slice, past_feat, coords], 1))
+        return self.cond_res(c).unsqueeze(2)
+
+    def condition(self, past: torch.Tensor, n: torch.Tensor, top: torch.Tensor | None = None,
+                  top_feats: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditioning map (B, Cc, 1, Hb, Wb) for slice n. Give ``top`` or its precomputed
+        ``top_features``."""
+        if top_feats is None:
+            if top is None:
+                raise ValueError("condition needs top or top_feats")
+            top_feats = self.top_features(top)
+        b = past.shape[0]
+        if past.shape[1] != self.config.window:
+            raise ValueError(f"past must be (B, {self.config.window}, Hb, Wb), got {tuple(past.shape)}")
+        if top_feats.shape[-2:] != past.shape[-2:]:
+            raise ValueError(f"top upsampled to {tuple(top_feats.shape[-2:])} but slices are "
+                             f"{tuple(past.shape[-2:])}; need Hb = 2 Ht, Wb = 2 Wt")
+        n = torch.as_tensor(n, device=past.device).long().expand(b)
+        top_slice = top_feats[torch.arange(b, device=past.device), :, n]    # (B, Cu, Hb, Wb)
+        past_emb = self.embed(past).permute(0, 4, 1, 2, 3)                 # (B, E, W, Hb, Wb)
+        return self._cond_stack(top_slice, self._past_features(past_emb), n)
+
+    # -- logits ---------------------------------------------------------------------------------
+
+    def logits_from_cond(self, codes_slice: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """codes_slice (B, Hb, Wb), cond (B, Cc, 1, Hb, Wb) -> logits (B, n_codes, Hb, Wb)."""
+        x = self.embed(codes_slice).permute(0, 3, 1, 2).unsqueeze(2)       # (B, E, 1, Hb, Wb)
+        return self.pixelcnn(x, cond)[:, :, 0]
+
+    def forward(self, codes_slice: torch.Tensor, past: torch.Tensor, top: torch.Tensor,
+                n: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_cond(codes_slice, self.condition(past, n, top=top))
+
+    def forward_all_slices(self, bottom: torch.Tensor, top: torch.Tensor,
+                           slices: Iterable[int] | None = None) -> torch.Tensor:
+        """Training entry point: logits for several slices of full clips in one pass.
+
+        bottom (B, Tb, Hb, Wb), top (B, Tt, Ht, Wt), slices default n_given..Tb-1
+        -> logits (B, n_codes, S, Hb, Wb), to compare with ``bottom[:, slices]``. The top
+        upsampling runs once per clip; the PixelCNN sees a batch of B * S slices. Bottom codes are
+        embedded once (pad token in front), so every slice's window and stream share that table."""
+        cfg = self.config
+        slices = list(range(cfg.n_given, bottom.shape[1]) if slices is None else slices)
+        b, tb, hb, wb = bottom.shape
+        if not slices or min(slices) < 0 or max(slices) >= tb:
+            raise ValueError(f"slices {slices} must be non-empty and within [0, {tb})")
+        w, s = cfg.window, len(slices)
+        idx = torch.tensor(slices, device=bottom.device)
+        top_slices = self.top_features(top)[:, :, idx]                      # (B, Cu, S, Hb, Wb)
+        padded = torch.cat([bottom.new_full((b, w, hb, wb), cfg.pad_code), bottom], 1)
+        emb = self.embed(padded).permute(0, 4, 1, 2, 3)                     # (B, E, W+Tb, Hb, Wb)
+        past = torch.stack([emb[:, :, n:n + w] for n in slices], 1)         # (B, S, E, W, Hb, Wb)
+        cur = emb[:, :, w + idx]                                            # (B, E, S, Hb, Wb)
+        # fold slices into the batch: row b*S + i is (clip b, slice slices[i])
+        past = past.flatten(0, 1)                                           # (B*S, E, W, Hb, Wb)
+        cur = cur.transpose(1, 2).flatten(0, 1).unsqueeze(2)                # (B*S, E, 1, Hb, Wb)
+        top_slices = top_slices.transpose(1, 2).flatten(0, 1)               # (B*S, Cu, Hb, Wb)
+        cond = self._cond_stack(top_slices, self._past_features(past), idx.repeat(b))
+        logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
+        return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample_slice(self, cond: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Naive sampling of one slice given its conditioning map (B, Cc, 1, Hb, Wb): the whole
+        PixelCNN once per code -> (B, Hb, Wb)."""
+        b, _, _, hb, wb = cond.shape
+        codes = torch.zeros(b, hb, wb, dtype=torch.long, device=cond.device)
+        for y in range(hb):
+            for x in range(wb):
+                logits = self.logits_from_cond(codes, cond)[:, :, y, x]    # (B, n_codes)
+                codes[:, y, x] = sample_from_logits(logits, temperature, top_k, generator)
+        return codes
+
+    @torch.no_grad()
+    def sample(self, top: torch.Tensor, cond_bottom: torch.Tensor, temperature: float = 1.0,
+               top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Slices n_given..Tb-1 one by one, given the full top grid (B, Tt, Ht, Wt) and the given
+        slices cond_bottom (B, n_given, Hb, Wb) -> full bottom grid (B, Tb, Hb, Wb)."""
+        cfg = self.config
+        b, ng, hb, wb = cond_bottom.shape
+        if ng != cfg.n_given:
+            raise ValueError(f"cond_bottom must be (B, {cfg.n_given}, Hb, Wb), got {tuple(cond_bottom.shape)}")
+        top_feats = self.top_features(top)
+        bottom = torch.zeros(b, top_feats.shape[2], hb, wb, dtype=torch.long, device=top.device)
+        bottom[:, :ng] = cond_bottom
+        for n in range(ng, bottom.shape[1]):
+            nn_ = torch.full((b,), n, dtype=torch.long, device=top.device)
+            cond = self.condition(self.past_window(bottom, n), nn_, top_feats=top_feats)
+            bottom[:, n] = self.sample_slice(cond, temperature, top_k, generator)
+        return bottom

@@ -1,0 +1,292 @@
+"""The hierarchical 3D VQ-VAE of "Predicting Video with VQVAE" (VQ-VAE-2, rosinality, in 3D).
+
+::
+
+    x (B,3,T,H,W) in [-1,1]
+      -> enc_b: space /4, time /2          -> h_b (B,C,T/2,H/4,W/4)
+      -> enc_t: all axes /2                -> h_t (B,C,T/4,H/8,W/8)
+      -> quant_conv_t, quantize_t          -> q_t (B,E,T/4,H/8,W/8), top codes
+      -> dec_t(q_t) (x2 up), concat h_b    -> quant_conv_b, quantize_b -> q_b (B,E,T/2,H/4,W/4)
+      -> dec(concat(upsample_t(q_t), q_b)) -> x_hat (B,3,T,H,W)
+
+Each level has its own EMA codebook (vqvp_core.models.quantizer). The loss is the
+reconstruction MSE plus the commitment losses of both levels. The model is fully
+convolutional: 16-frame clips give top 4 / bottom 8 time steps, the 4 conditioning frames
+encoded on their own give top 1 / bottom 2.
+
+Pure torch: no file, CLI or tracking code here, and no device is assumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqvp_core.models.blocks3d import Decoder3d, Encoder3d
+from vqvp_core.models.quantizer import EMAQuantizer, QuantizerStats
+
+__all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "clips_to_input", "output_to_uint8",
+           "COND_FRAMES"]
+
+COND_FRAMES = 4  # the paper conditions on 4 frames and predicts 12
+_BOTTOM_STRIDES = ((2, 2, 2), (1, 2, 2))  # time /2, space /4; time first: halves the cost
+_TOP_STRIDES = ((2, 2, 2),)  # all axes /2 again
+_T_FACTOR, _S_FACTOR = 4, 8  # total downsampling of the top level: T and H, W must divide
+
+
+@dataclass
+class VQVAEConfig:
+    """Everything that builds a VQVAE; stored in checkpoints (``to_dict`` / ``from_dict``)."""
+
+    in_channels: int = 3  # RGB
+    # Width of the first (space /2, time /2) encoder layer and the last decoder layer, the
+    # two layers at the highest resolution; half of `channels` as in VQ-VAE-2.
+    first_channels: int = 64
+    channels: int = 128  # width of every layer at the bottom and top grids
+    res_channels: int = 64  # bottleneck width inside the residual blocks
+    n_res_blocks: int = 2  # residual blocks per encoder / decoder stack (VQ-VAE-2: 2)
+    embed_dim: int = 64  # code vector size, both levels (VQ-VAE-2: 64)
+    n_codes: int = 512  # codes per level (the paper: 512, one codebook per level)
+    beta: float = 0.25  # commitment weight (VQ-VAE, VQ-VAE-2)
+    decay: float = 0.99  # EMA decay gamma of the codebooks (VQ-VAE-2)
+    eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
+    init_from_data: bool = True  # codebooks start as random encoder outputs of batch 1
+    restart_dead: bool = True  # codes whose EMA count < dead_threshold jump onto batch vectors
+    # A code is dead when it is chosen less than once per step on average (EMA count < 1),
+    # the threshold of VideoGPT and Jukebox.
+    dead_threshold: float = 1.0
+    frames: int = 16  # the clip the preset is made for (the model itself takes any T % 4 == 0)
+    size: int = 64  # frame height = width the preset is made for (any H, W % 8 == 0 work)
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "first_channels", "channels", "res_channels", "embed_dim",
+                     "n_codes", "frames", "size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"VQVAEConfig.{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.n_res_blocks, int) or self.n_res_blocks < 0:
+            raise ValueError(f"VQVAEConfig.n_res_blocks must be an integer >= 0, "
+                             f"got {self.n_res_blocks!r}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"VQVAEConfig.decay must be in [0, 1), got {self.decay!r}")
+        if self.beta < 0:
+            raise ValueError(f"VQVAEConfig.beta must be >= 0, got {self.beta!r}")
+        if self.eps <= 0:
+            raise ValueError(f"VQVAEConfig.eps must be > 0, got {self.eps!r}")
+        if self.dead_threshold <= 0:
+            raise ValueError(f"VQVAEConfig.dead_threshold must be > 0, got {self.dead_threshold!r}")
+        if self.frames % _T_FACTOR:
+            raise ValueError(f"VQVAEConfig.frames must be a multiple of {_T_FACTOR}, "
+                             f"got {self.frames}")
+        if self.size % _S_FACTOR:
+            raise ValueError(f"VQVAEConfig.size must be a multiple of {_S_FACTOR}, got {self.size}")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "VQVAEConfig":
+        """64x64x16 clips -> bottom codes 8x16x16, top 4x8x8 (T, H, W). CPU-trainable.
+
+        The VQ-VAE-2 widths (128 / 64): ~4 M parameters, ~41 GFLOP per clip per training
+        step; smaller widths lose more PSNR than they gain in speed (see bench/vqvae.py)."""
+        return cls(**{**dict(frames=16, size=64), **overrides})
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> "VQVAEConfig":
+        """256x256x16 clips -> bottom codes 8x64x64, top 4x32x32 (T, H, W). For GPUs.
+
+        Twice the VQ-VAE-2 widths: Kinetics is far more varied than the synthetic clips and
+        the paper does not give its widths."""
+        base = dict(first_channels=128, channels=256, res_channels=128, frames=16, size=256)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "VQVAEConfig":
+        if name not in ("tiny", "paper"):
+            raise ValueError(f"VQVAE preset must be 'tiny' or 'paper', got {name!r}")
+        return getattr(cls, name)(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "VQVAEConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown VQVAEConfig keys {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def latent_shapes(self, frames: int | None = None, height: int | None = None,
+                      width: int | None = None) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """((Tt, Ht, Wt), (Tb, Hb, Wb)) for a clip of frames x height x width (default: the
+        preset's clip)."""
+        t = self.frames if frames is None else frames
+        h = self.size if height is None else height
+        w = h if width is None else width
+        if t % _T_FACTOR or h % _S_FACTOR or w % _S_FACTOR:
+            raise ValueError(f"clip {t}x{h}x{w} (T x H x W): T must be a multiple of "
+                             f"{_T_FACTOR}, H and W of {_S_FACTOR}")
+        return (t // 4, h // 8, w // 8), (t // 2, h // 4, w // 4)
+
+
+@dataclass
+class VQVAEOutput:
+    recon: torch.Tensor  # (B, 3, T, H, W), same range as the input ([-1, 1] when trained)
+    loss: torch.Tensor  # recon_loss + commit_loss
+    recon_loss: torch.Tensor  # MSE on [-1, 1] inputs
+    commit_loss: torch.Tensor  # beta * (commitment top + commitment bottom)
+    top_codes: torch.Tensor  # (B, T/4, H/8, W/8) int64
+    bottom_codes: torch.Tensor  # (B, T/2, H/4, W/4) int64
+    stats: dict[str, QuantizerStats]  # "top", "bottom"
+
+    def metrics(self) -> dict[str, float]:
+        """Flat floats for logging (one host sync): loss terms and per-level codebook stats."""
+        out = {"loss": self.loss, "recon_loss": self.recon_loss, "commit_loss": self.commit_loss}
+        for level, s in self.stats.items():
+            out[f"{level}_perplexity"] = s.perplexity
+            out[f"{level}_usage"] = s.usage
+            out[f"{level}_restarted"] = s.restarted
+        vals = torch.stack([v.detach().float().reshape(()) for v in out.values()]).cpu().tolist()
+        return dict(zip(out, vals))
+
+
+class VQVAE(nn.Module):
+    """Two-level 3D VQ-VAE. Input float (B, 3, T, H, W) in [-1, 1], T % 4 == 0, H, W % 8 == 0."""
+
+    def __init__(self, config: VQVAEConfig | None = None) -> None:
+        super().__init__()
+        cfg = config if config is not None else VQVAEConfig()
+        self.config = cfg
+        C, E = cfg.channels, cfg.embed_dim
+        q_kw = dict(n_codes=cfg.n_codes, dim=E, beta=cfg.beta, decay=cfg.decay, eps=cfg.eps,
+                    init_from_data=cfg.init_from_data, restart_dead=cfg.restart_dead,
+                    dead_threshold=cfg.dead_threshold)
+        self.enc_b = Encoder3d(cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
+                               cfg.res_channels, _BOTTOM_STRIDES)
+        self.enc_t = Encoder3d(C, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES)
+        self.quant_conv_t = nn.Conv3d(C, E, 1)
+        self.quantize_t = EMAQuantizer(**q_kw)
+        self.dec_t = Decoder3d(E, E, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES)
+        self.quant_conv_b = nn.Conv3d(E + C, E, 1)
+        self.quantize_b = EMAQuantizer(**q_kw)
+        self.upsample_t = nn.ConvTranspose3d(E, E, 4, stride=2, padding=1)
+        self.dec = Decoder3d(2 * E, cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
+                             cfg.res_channels, tuple(reversed(_BOTTOM_STRIDES)))
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_input(self, x: torch.Tensor, what: str = "x") -> None:
+        c = self.config.in_channels
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor (B, {c}, T, H, W), got {type(x).__name__}")
+        if x.dim() != 5:
+            raise ValueError(f"{what} must have 5 dims (B, {c}, T, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{what} must be float in [-1, 1] (see clips_to_input), got {x.dtype}")
+        B, C, T, H, W = x.shape
+        if C != c:
+            raise ValueError(f"{what} dim 1 (channels) must be {c}, got {C} (shape "
+                             f"{tuple(x.shape)}; clips (B, T, H, W, 3) go through clips_to_input)")
+        if T < _T_FACTOR or T % _T_FACTOR:
+            raise ValueError(f"{what} dim 2 (frames T) must be a positive multiple of {_T_FACTOR}, "
+                             f"got {T}")
+        for name, dim, v in (("height H", 3, H), ("width W", 4, W)):
+            if v < _S_FACTOR or v % _S_FACTOR:
+                raise ValueError(f"{what} dim {dim} ({name}) must be a positive multiple of "
+                                 f"{_S_FACTOR}, got {v}")
+
+    # ------------------------------------------------------------------ parts
+
+    def _encode(self, x: torch.Tensor):
+        self._check_input(x)
+        h_b = self.enc_b(x)  # (B, C, T/2, H/4, W/4)
+        h_t = self.enc_t(h_b)  # (B, C, T/4, H/8, W/8)
+        q_t = self.quantize_t(self.quant_conv_t(h_t))  # quantized (B, E, T/4, H/8, W/8)
+        d_t = self.dec_t(q_t.quantized)  # (B, E, T/2, H/4, W/4)
+        q_b = self.quantize_b(self.quant_conv_b(torch.cat([d_t, h_b], 1)))  # (B, E, T/2, ...)
+        return q_t, q_b
+
+    def _decode(self, quant_t: torch.Tensor, quant_b: torch.Tensor) -> torch.Tensor:
+        up_t = self.upsample_t(quant_t)  # (B, E, T/4, H/8, W/8) -> (B, E, T/2, H/4, W/4)
+        return self.dec(torch.cat([up_t, quant_b], 1))  # (B, 2E, T/2, H/4, W/4) -> (B, 3, T, H, W)
+
+    # ------------------------------------------------------------------ API
+
+    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+        """x (B, 3, T, H, W) in [-1, 1] -> reconstruction, losses, codes and codebook stats.
+        In training mode the codebooks take an EMA step (see EMAQuantizer)."""
+        q_t, q_b = self._encode(x)
+        recon = self._decode(q_t.quantized, q_b.quantized)
+        recon_loss = F.mse_loss(recon.float(), x.float())
+        commit = q_t.commit_loss + q_b.commit_loss
+        return VQVAEOutput(recon=recon, loss=recon_loss + commit, recon_loss=recon_loss,
+                           commit_loss=commit, top_codes=q_t.codes, bottom_codes=q_b.codes,
+                           stats={"top": q_t.stats, "bottom": q_b.stats})
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, T, H, W) -> (top codes (B, T/4, H/8, W/8), bottom codes (B, T/2, H/4, W/4)),
+        int64. Call in eval mode (in training mode the codebooks would take an EMA step)."""
+        q_t, q_b = self._encode(x)
+        return q_t.codes, q_b.codes
+
+    def encode_cond(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 4 conditioning frames (B, 3, 4, H, W), encoded on their own ->
+        (top codes (B, 1, H/8, W/8), bottom codes (B, 2, H/4, W/4))."""
+        if isinstance(x, torch.Tensor) and x.dim() == 5 and x.shape[2] != COND_FRAMES:
+            raise ValueError(f"encode_cond takes the {COND_FRAMES} conditioning frames: x dim 2 "
+                             f"(frames T) must be {COND_FRAMES}, got {x.shape[2]} "
+                             f"(shape {tuple(x.shape)}); slice x[:, :, :{COND_FRAMES}]")
+        return self.encode(x)
+
+    def decode_codes(self, top_codes: torch.Tensor, bottom_codes: torch.Tensor) -> torch.Tensor:
+        """(top (B, Tt, Ht, Wt), bottom (B, 2Tt, 2Ht, 2Wt)) int codes -> x_hat (B, 3, 4Tt, 8Ht, 8Wt)."""
+        for name, c in (("top_codes", top_codes), ("bottom_codes", bottom_codes)):
+            if not isinstance(c, torch.Tensor) or c.dim() != 4:
+                raise ValueError(f"{name} must be a (B, T, H, W) integer tensor, got "
+                                 f"{tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__}")
+        want = (top_codes.shape[0], *(2 * s for s in top_codes.shape[1:]))
+        if tuple(bottom_codes.shape) != want:
+            raise ValueError(f"bottom_codes shape must be {want} (batch of top_codes, twice its "
+                             f"T, H, W {tuple(top_codes.shape[1:])}), got {tuple(bottom_codes.shape)}")
+        dev = self.quantize_t.codebook.device
+        quant_t = self.quantize_t.lookup(top_codes.to(dev))  # (B, E, Tt, Ht, Wt)
+        quant_b = self.quantize_b.lookup(bottom_codes.to(dev))  # (B, E, Tb, Hb, Wb)
+        return self._decode(quant_t, quant_b)
+
+
+# ---------------------------------------------------------------------- conversions
+
+
+def clips_to_input(clips: np.ndarray | torch.Tensor, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 clips (B, T, H, W, C) -> float (B, C, T, H, W) in [-1, 1], on ``device``.
+
+    The uint8 array moves to the device first (4x less to transfer than floats)."""
+    if isinstance(clips, np.ndarray):
+        clips = torch.from_numpy(np.ascontiguousarray(clips))
+    if not isinstance(clips, torch.Tensor):
+        raise TypeError(f"clips must be a numpy array or torch tensor, got {type(clips).__name__}")
+    if clips.dtype != torch.uint8:
+        raise ValueError(f"clips must be uint8 (B, T, H, W, C), got dtype {clips.dtype}")
+    if clips.dim() != 5:
+        raise ValueError(f"clips must have 5 dims (B, T, H, W, C), got shape {tuple(clips.shape)}")
+    if device is not None:
+        clips = clips.to(device, non_blocking=True)
+    x = clips.permute(0, 4, 1, 2, 3).to(dtype)  # (B, T, H, W, C) -> (B, C, T, H, W)
+    return (x / 127.5 - 1.0).contiguous()
+
+
+def output_to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float (B, C, T, H, W) in [-1, 1] -> uint8 (B, T, H, W, C) (clamped, rounded), same device."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 5:
+        raise ValueError(f"x must be a (B, C, T, H, W) tensor, got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be float in [-1, 1], got {x.dtype}")
+    y = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return y.permute(0, 2, 3, 4, 1).contiguous()  # (B, C, T, H, W) -> (B, T, H, W, C)

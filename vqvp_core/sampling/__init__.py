@@ -1,0 +1,11 @@
+"""Sampling from the priors: cached (fast) generation that reproduces the naive samplers."""
+from vqvp_core.sampling.cached import (
+    CachedPixelCNN,
+    bottom_logits_cached,
+    sample_bottom_cached,
+    sample_top_cached,
+    top_logits_cached,
+)
+
+__all__ = ["CachedPixelCNN", "bottom_logits_cached", "sample_bottom_cached", "sample_top_cached",
+           "top_logits_cached"]
