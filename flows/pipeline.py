@@ -125,12 +125,27 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
     return todo
 
 
+def downstream_of(stage: str, repo: str = ".") -> list[str]:
+    """`stage` and every stage that depends on its outs, directly or not, in pipeline order."""
+    import yaml
+
+    stages = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
+    outs = {name: [str(o if isinstance(o, str) else next(iter(o))) for o in spec.get("outs", [])]
+            for name, spec in stages.items()}
+    found = {stage}
+    for name in STAGES:  # pipeline order: parents come before children
+        deps = [str(d) for d in stages.get(name, {}).get("deps", [])]
+        if any(d == o or d.startswith(o + "/") for p in found for o in outs.get(p, []) for d in deps):
+            found.add(name)
+    return [s for s in STAGES if s in found]
+
+
 @flow(name="vqvp-rerun", log_prints=True)
 def rerun(stage: str, downstream: bool = False, repo: str = ".") -> list[str]:
     """Force one stage (or it and everything after it) to run again through DVC."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
     repro(stage, repo, force=True, downstream=downstream)
-    ran = list(STAGES[STAGES.index(stage):]) if downstream else [stage]
+    ran = downstream_of(stage, repo) if downstream else [stage]
     publish_artifacts(repo, ran)
     return ran

@@ -133,7 +133,7 @@ def run_stage(name: str, argv: list[str] | None, description: str,
     except ConfigError as exc:
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
-    except BadInputError as exc:
+    except (BadInputError, FileNotFoundError) as exc:  # bad or missing input data (an upstream out)
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.common import StageContext, rank, run_stage
-from stages.training import MlflowLogger, fingerprint, prepare_checkpoints, register_model, save_model, write_metrics
+from stages.training import finish, train
 
 CLIPS = Path("data/clips")
 OUT = Path("models/vqvae")
@@ -90,34 +90,20 @@ def log_reconstructions(ctx: StageContext, clips, recon, fps: float) -> None:
 
 
 def _body(ctx: StageContext, args) -> None:
-    import torch
-
     from vqvp_core.models.vqvae import VQVAE, VQVAEConfig
-    from vqvp_core.train.config import TrainConfig
-    from vqvp_core.train.loop import Trainer
 
     p = ctx.params.vqvae
-    cfg, tcfg = VQVAEConfig.from_dict(p.model), TrainConfig.from_dict(p.train)
-    digest = fingerprint("train_vqvae", ctx.params.model_dump(include={"preset", "ingest", "vqvae"}, mode="json"),
-                         [CLIPS / "manifest.parquet", CLIPS / "stats.json"])
-    ckpts = prepare_checkpoints("train_vqvae", digest) if rank() == 0 else Path("checkpoints/train_vqvae")
-    torch.manual_seed(tcfg.seed)  # the model's initial weights
-    model = VQVAE(cfg)
+    cfg = VQVAEConfig.from_dict(p.model)
     split, val = held_out()
-    logger = MlflowLogger(ctx)
-    trainer = Trainer(model, ClipTensors("train"), val, tcfg, ckpts, step_fn, model_config=cfg.to_dict(),
-                      on_log=logger.on_log, on_val=logger.on_val, extra={"fingerprint": digest})
-    final = trainer.fit()
+    model, trainer, final = train(ctx, "train_vqvae", lambda: VQVAE(cfg), cfg.to_dict(), p.train,
+                                  ClipTensors("train"), val, step_fn,
+                                  [CLIPS], {"ingest", "vqvae"})
     if rank() != 0:
         return
-    ev, (clips, recon) = evaluate(model, val, p.eval_clips, tcfg.batch_size, trainer.device)
-    metrics = {**{k: v for k, v in final.items()}, **{f"eval/{k}": v for k, v in ev.items()}, "eval/split": split}
-    save_model(OUT / "model.pt", cfg.to_dict(), {k: v.cpu() for k, v in model.state_dict().items()},
-               train_config=tcfg.to_dict(), step=int(final["step"]), metrics=metrics, fingerprint=digest)
-    write_metrics(METRICS, metrics)
-    ctx.log_metrics({f"eval/{k}": v for k, v in ev.items()})
+    ev, (clips, recon) = evaluate(model, val, p.eval_clips, trainer.cfg.batch_size, trainer.device)
+    metrics = {**final, **{f"eval/{k}": v for k, v in ev.items()}, "eval/split": split}
     log_reconstructions(ctx, clips[: p.log_videos], recon[: p.log_videos], ctx.params.ingest.fps)
-    uri = register_model(ctx, model.cpu(), p.register_as, p.alias, OUT / "model.pt")
+    uri = finish(ctx, model, trainer, final, OUT, METRICS, metrics, p.register_as, p.alias)
     print(f"train_vqvae: step {final['step']}, held-out ({split}) PSNR {ev['psnr']:.2f} dB, codes in use "
           f"top {ev['top_codes_in_use']:.0%} bottom {ev['bottom_codes_in_use']:.0%}; model {OUT / 'model.pt'}"
           + (f", registered as {uri}" if uri else ""))

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from stages.common import StageContext
+from stages.common import StageContext, rank
 from vqvp_core.atomic import write_text
 
 log = logging.getLogger("vqvp.stage")
@@ -50,12 +50,37 @@ def code_files(stage: str, dvc_file: str | Path = "dvc.yaml") -> list[Path]:
     return sorted(files)
 
 
+def data_digest(path: Path, lock_file: str | Path = "dvc.lock") -> str:
+    """The md5 DVC recorded for an out folder in dvc.lock (what `dvc repro` just produced);
+    without one, a sha256 over the folder's files."""
+    try:
+        lock = yaml.safe_load(Path(lock_file).read_text()) or {}
+        for stage in lock.get("stages", {}).values():
+            for out in stage.get("outs", []):
+                if Path(out["path"]) == path and out.get("md5"):
+                    return out["md5"]
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        pass
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return hashlib.sha256("".join(f"{p}:{_sha256_file(p)}" for p in files).encode()).hexdigest()[:32]
+
+
+def log_dataset(ctx: StageContext, path: Path, context: str = "training") -> None:
+    """Record an input folder as the run's dataset input, its DVC md5 as the digest."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    source = resolve_dataset_source(str(path.resolve()))  # a local-artifact source for a local path
+    ctx.mlflow.log_input(MetaDataset(source, name=path.name, digest=data_digest(path)), context=context)
+
+
 def fingerprint(stage: str, params: dict[str, Any], inputs: list[Path]) -> str:
-    """A digest of what determines a training run: its params, its input files, its code."""
+    """A digest of what determines a training run: its params, its input data, its code."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    for path in inputs + code_files(stage):
-        h.update(str(path).encode())
-        h.update(_sha256_file(path).encode())
+    for path in inputs:
+        h.update(f"{path}:{data_digest(path)}".encode())
+    for path in code_files(stage):
+        h.update(f"{path}:{_sha256_file(path)}".encode())
     return h.hexdigest()[:20]
 
 
@@ -85,6 +110,42 @@ class MlflowLogger:
 
     def on_val(self, step: int, metrics: dict[str, float]) -> None:
         self.ctx.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=step)
+
+
+def train(ctx: StageContext, stage: str, build_model, model_config: dict, train_config: dict,
+          train_set, val_set, step_fn, inputs: list[Path], params_include: set[str], val_fn=None):
+    """Seed, build the model, train it with the shared Trainer in checkpoints/<stage>/ (resuming
+    when the fingerprint matches). Returns (model, trainer, final metrics)."""
+    import torch
+
+    from vqvp_core.train.config import TrainConfig
+    from vqvp_core.train.loop import Trainer
+
+    tcfg = TrainConfig.from_dict(train_config)
+    for path in inputs:
+        log_dataset(ctx, path)
+    digest = fingerprint(stage, ctx.params.model_dump(include=params_include | {"preset"}, mode="json"), inputs)
+    ckpts = prepare_checkpoints(stage, digest) if rank() == 0 else CHECKPOINTS / stage
+    torch.manual_seed(tcfg.seed)  # the model's initial weights
+    model = build_model()
+    logger = MlflowLogger(ctx)
+    trainer = Trainer(model, train_set, val_set, tcfg, ckpts, step_fn, val_fn, model_config=model_config,
+                      on_log=logger.on_log, on_val=logger.on_val, extra={"fingerprint": digest})
+    final = trainer.fit()
+    trainer.fingerprint = digest
+    return model, trainer, final
+
+
+def finish(ctx: StageContext, model, trainer, final: dict, out: Path, metrics_file: Path,
+           metrics: dict[str, Any], register_as: str, alias: str) -> str | None:
+    """Rank 0: the model file {config, state_dict, ...}, the metrics file, MLflow metrics and
+    the registered model version. Returns the models:/ URI."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_model(out / "model.pt", trainer.model_config, state, train_config=trainer.cfg.to_dict(),
+               step=int(final["step"]), metrics=metrics, fingerprint=trainer.fingerprint)
+    write_metrics(metrics_file, metrics)
+    ctx.log_metrics({k: v for k, v in metrics.items() if k.startswith(("eval/", "baseline/"))})
+    return register_model(ctx, model.cpu(), register_as, alias, out / "model.pt")
 
 
 def save_model(path: Path, model_config: dict, state_dict: dict, **extra: Any) -> None:

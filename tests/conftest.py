@@ -16,6 +16,28 @@ BIN = Path(sys.executable).parent
 TINY_INGEST = ["ingest.synthetic.n_videos=6", "ingest.synthetic.n_frames=32", "ingest.size=32", "ingest.workers=1"]
 TINY_INGEST_ARGS = [arg for o in TINY_INGEST for arg in ("-S", o)]
 
+# Very small models, for stage and flow tests (the tiny preset's models are for the demo).
+SMALL_MODEL = [
+    "vqvae.model.first_channels=8", "vqvae.model.channels=16",
+    "vqvae.model.res_channels=8", "vqvae.model.embed_dim=8", "vqvae.model.n_codes=32",
+    "top_prior.model.n_codes=32", "top_prior.model.n_codes_bottom=32", "bottom_prior.model.n_codes=32",
+    "bottom_prior.model.n_codes_top=32",
+    # priors: 2 gated layers with attention after the second (the minimum with no blind spot)
+    *[f"{p}.model.{k}={v}" for p in ("top_prior", "bottom_prior") for k, v in dict(
+        embed_dim=8, channels=16, n_layers=2, attn_every=2, attn_heads=2, attn_channels=8, out_hidden=16,
+        cond_channels=16, cond_res_blocks=1, cond_res_hidden=8).items()],
+    "top_prior.model.cond_embed_dim=8", "top_prior.model.cond_mid_channels=16",
+    "bottom_prior.model.top_embed_dim=8", "bottom_prior.model.top_up_hidden=8", "bottom_prior.model.top_up_channels=16",
+    "bottom_prior.model.past_channels=8",
+]
+
+
+# A handful of steps for every training stage.
+FAST_TRAIN = [f"{s}.train.{k}={v}" for s in ("vqvae", "top_prior", "bottom_prior")
+              for k, v in dict(steps=2, batch_size=2, ckpt_every=2, val_every=2, log_every=1).items()] + [
+    "vqvae.eval_clips=4", "vqvae.log_videos=1", "top_prior.eval_clips=4", "bottom_prior.eval_clips=4"]
+FAST = TINY_INGEST + SMALL_MODEL + FAST_TRAIN
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):

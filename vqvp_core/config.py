@@ -130,6 +130,8 @@ def _dataclass_dict(factory: str) -> Callable[[dict], dict]:
     return check
 
 
+TopPriorModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.top_prior:TopPriorConfig"))]
+BottomPriorModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.bottom_prior:BottomPriorConfig"))]
 VQVAEModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.vqvae:VQVAEConfig"))]
 TrainDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.train.config:TrainConfig"))]
 
@@ -156,6 +158,35 @@ class LatentsParams(_Section):
     cond_frames: int = Field(4, ge=1, description="given frames; the paper conditions on 4 and predicts 12")
 
 
+def _tiny_prior(module: str, name: str) -> Callable[[], dict]:
+    return lambda: getattr(importlib.import_module(module), name).tiny().to_dict()
+
+
+class TopPriorParams(_Section):
+    """train_top_prior: the 3D PixelCNN over the top codes of the 3 predicted steps."""
+
+    model: TopPriorModelDict = Field(default_factory=_tiny_prior("vqvp_core.models.top_prior", "TopPriorConfig"))
+    train: TrainDict = Field(default_factory=lambda: dict(
+        steps=400, batch_size=32, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
+        max_val_batches=4))
+    eval_clips: int = Field(64, ge=1, description="clips per split for the final bits-per-code evaluation")
+    register_as: str = Field("vqvp-top-prior", min_length=1)
+    alias: str = Field("candidate", min_length=1)
+
+
+class BottomPriorParams(_Section):
+    """train_bottom_prior: the 2D PixelCNN over one bottom slice, with its 3D conditioning stack."""
+
+    model: BottomPriorModelDict = Field(
+        default_factory=_tiny_prior("vqvp_core.models.bottom_prior", "BottomPriorConfig"))
+    train: TrainDict = Field(default_factory=lambda: dict(
+        steps=300, batch_size=16, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
+        max_val_batches=4))
+    eval_clips: int = Field(64, ge=1, description="clips per split for the final bits-per-code evaluation")
+    register_as: str = Field("vqvp-bottom-prior", min_length=1)
+    alias: str = Field("candidate", min_length=1)
+
+
 class Params(_Section):
     """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
 
@@ -163,15 +194,24 @@ class Params(_Section):
     ingest: IngestParams = Field(default_factory=IngestParams)
     vqvae: VQVAEParams = Field(default_factory=VQVAEParams)
     extract_latents: LatentsParams = Field(default_factory=LatentsParams)
+    top_prior: TopPriorParams = Field(default_factory=TopPriorParams)
+    bottom_prior: BottomPriorParams = Field(default_factory=BottomPriorParams)
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "Params":
-        model = self.vqvae.model
-        if model["size"] != self.ingest.size:
-            raise ValueError(f"vqvae.model.size = {model['size']} must equal ingest.size = {self.ingest.size}")
-        if model["frames"] != self.ingest.clip_len:
-            raise ValueError(f"vqvae.model.frames = {model['frames']} must equal ingest.clip_len = "
-                             f"{self.ingest.clip_len}")
+        model, top, bottom = self.vqvae.model, self.top_prior.model, self.bottom_prior.model
+        # the clip the VQ-VAE is built for is the clip ingest makes: these two follow ingest
+        model["size"], model["frames"] = self.ingest.size, self.ingest.clip_len
+        for key, value, want in (("top_prior.model.n_codes", top["n_codes"], model["n_codes"]),
+                                 ("top_prior.model.n_codes_bottom", top["n_codes_bottom"], model["n_codes"]),
+                                 ("bottom_prior.model.n_codes", bottom["n_codes"], model["n_codes"]),
+                                 ("bottom_prior.model.n_codes_top", bottom["n_codes_top"], model["n_codes"]),
+                                 ("top_prior.model.pred_steps", top["pred_steps"], (model["frames"] - 4) // 4),
+                                 ("bottom_prior.model.n_steps", bottom["n_steps"], model["frames"] // 2),
+                                 ("bottom_prior.model.n_given", bottom["n_given"], 2)):
+            if value != want:
+                raise ValueError(f"{key} = {value} must be {want} to match vqvae.model "
+                                 f"(n_codes {model['n_codes']}, frames {model['frames']}, 4 given frames)")
         if self.extract_latents.cond_frames >= self.ingest.clip_len:
             raise ValueError(f"extract_latents.cond_frames = {self.extract_latents.cond_frames} must be < "
                              f"ingest.clip_len = {self.ingest.clip_len}")
@@ -206,10 +246,25 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def _paper_priors() -> dict[str, Any]:
+    """The paper's prior sizes (VQ-VAE-2-like widths, 20 layers, attention every 5) and batches
+    (section 4: total batch 512 for the top prior, 32 for the bottom)."""
+    from vqvp_core.models.bottom_prior import BottomPriorConfig
+    from vqvp_core.models.top_prior import TopPriorConfig
+
+    long_run = {"steps": 1_000_000, "lr": 3e-4, "warmup_steps": 1000, "ckpt_every": 5000, "val_every": 5000,
+                "log_every": 100, "max_val_batches": 16}
+    return {"top_prior": {"model": TopPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 512}},
+            "bottom_prior": {"model": BottomPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 32}}}
+
+
 def preset_dict(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"preset = {name!r}: expected one of {sorted(PRESETS)}")
-    return validate(PRESETS[name]).model_dump(mode="json")
+    data = PRESETS[name]
+    if name == "paper":
+        data = deep_merge(data, _paper_priors())
+    return validate(data).model_dump(mode="json")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

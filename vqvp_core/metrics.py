@@ -29,3 +29,11 @@ def perplexity(codes: torch.Tensor, n_codes: int) -> float:
     p = torch.bincount(codes.flatten().long(), minlength=n_codes).double()
     p = p / p.sum().clamp_min(1)
     return math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())
+
+
+def unigram_bits(train_codes: torch.Tensor, eval_codes: torch.Tensor, n_codes: int) -> float:
+    """Bits per code of the unigram (code-frequency) baseline: the train histogram with add-one
+    smoothing, evaluated on `eval_codes`. A prior must beat this to have learned any structure."""
+    counts = torch.bincount(train_codes.flatten().long(), minlength=n_codes).double() + 1.0
+    logp = (counts / counts.sum()).log2()
+    return -logp[eval_codes.flatten().long()].mean().item()

@@ -5,7 +5,8 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import StageFailed, pipeline, rerun
-from tests.conftest import TINY_INGEST
+from stages import STAGES
+from tests.conftest import FAST
 
 pytestmark = pytest.mark.integration
 
@@ -17,16 +18,21 @@ def prefect_api():
 
 
 def test_flow_runs_stages_through_dvc(prefect_api, repo):
-    ran = pipeline(preset="tiny", overrides=TINY_INGEST, repo=str(repo))
-    assert ran == ["ingest"]
+    ran = pipeline(preset="tiny", overrides=FAST, repo=str(repo))
+    assert ran == list(STAGES)
     assert json.loads((repo / "metrics/ingest.json").read_text())["clips"] == 12
+    for name in ("vqvae", "top_prior", "bottom_prior"):
+        assert json.loads((repo / f"metrics/{name}.json").read_text())["step"] == 2
+    assert (repo / "data/latents/top.npy").exists()
     assert "ingest.synthetic.n_videos" not in (repo / "params.yaml").read_text()  # written as YAML sections
     assert "n_videos: 6" in (repo / "params.yaml").read_text()
     assert (repo / "dvc.lock").exists()
-    # rerun forces the stage again; outputs are byte-identical, so dvc.lock does not change
+    # rerun forces the stage again; its outputs are byte-identical, so nothing after it is stale
     lock = (repo / "dvc.lock").read_text()
     assert rerun(stage="ingest", repo=str(repo)) == ["ingest"]
     assert (repo / "dvc.lock").read_text() == lock
+    # --downstream: it and everything after it run again
+    assert rerun(stage="train_vqvae", downstream=True, repo=str(repo)) == list(STAGES[1:])
 
 
 def test_flow_bad_params_fail_before_any_stage(prefect_api, repo):
@@ -40,3 +46,11 @@ def test_flow_does_not_retry_bad_input(prefect_api, repo, tmp_path):
     with pytest.raises(StageFailed) as info:
         pipeline(preset="tiny", overrides=[f"ingest.source={tmp_path / 'empty'}"], repo=str(repo))
     assert info.value.exit_code == 3
+
+
+def test_downstream_follows_the_dvc_graph():
+    from flows.pipeline import downstream_of
+
+    assert downstream_of("ingest") == list(STAGES)
+    assert downstream_of("train_vqvae") == list(STAGES[1:])
+    assert downstream_of("train_top_prior") == ["train_top_prior"]  # the bottom prior does not read it

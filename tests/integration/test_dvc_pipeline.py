@@ -1,9 +1,11 @@
 """The pipeline through real `dvc` commands in a real git repository."""
 import json
+import re
 
 import pytest
 
-from tests.conftest import BIN, TINY_INGEST, run
+from stages import STAGES
+from tests.conftest import BIN, FAST, run
 
 pytestmark = pytest.mark.integration
 
@@ -18,40 +20,40 @@ def set_params(repo, *overrides, preset="tiny"):
     (repo / "params.yaml").write_text(text)
 
 
-def test_dvc_repro_runs_stage_and_tracks_outs(repo):
-    set_params(repo, *TINY_INGEST)
-    out = dvc(repo, "repro").stdout
-    assert "Running stage 'ingest'" in out
-    assert (repo / "data/clips/manifest.parquet").exists()
-    lock = (repo / "dvc.lock").read_text()
-    assert "data/clips" in lock and "md5" in lock
-    # same inputs and params: nothing to do
-    assert "didn't change, skipping" in dvc(repo, "repro").stdout or "is up to date" in dvc(repo, "repro").stdout
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def test_repro_then_change_one_param(repo):
+    set_params(repo, *FAST)
+    assert ran(dvc(repo, "repro").stdout) == list(STAGES)
+    assert ran(dvc(repo, "repro").stdout) == []  # same inputs, params and code: nothing to do
     assert dvc(repo, "status").stdout.strip().endswith("Data and pipelines are up to date.")
-    metrics = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
-    assert "metrics/ingest.json" in json.dumps(metrics)
+    metrics = json.dumps(json.loads(dvc(repo, "metrics", "show", "--json").stdout))
+    for name in ("ingest", "vqvae", "top_prior", "bottom_prior"):
+        assert f"metrics/{name}.json" in metrics
 
-
-def test_forced_rerun_gives_identical_outputs(repo):
-    set_params(repo, *TINY_INGEST)
-    dvc(repo, "repro")
-    before = (repo / "dvc.lock").read_text()
-    dvc(repo, "repro", "--force", "ingest")
-    assert (repo / "dvc.lock").read_text() == before  # byte-identical outs: same md5s
-
-
-def test_param_change_reruns_stage(repo):
-    set_params(repo, *TINY_INGEST)
-    dvc(repo, "repro")
-    set_params(repo, *TINY_INGEST, "ingest.stride=8")
+    # one param of one stage: only that stage is stale, and only it runs
+    set_params(repo, *FAST, "top_prior.train.lr=0.002")
     status = dvc(repo, "status").stdout
-    assert "ingest" in status and "modified" in status and "params.yaml" in status
-    dvc(repo, "repro")
-    assert json.loads((repo / "metrics/ingest.json").read_text())["clips"] == 6 * 3
+    assert "train_top_prior" in status and "train_vqvae" not in status and "train_bottom_prior" not in status
+    assert ran(dvc(repo, "repro").stdout) == ["train_top_prior"]
+
+    # forcing ingest again gives byte-identical clips, so nothing downstream is stale
+    lock = (repo / "dvc.lock").read_text()
+    assert ran(dvc(repo, "repro", "--force", "--single-item", "ingest").stdout) == ["ingest"]
+    assert (repo / "dvc.lock").read_text() == lock
+    assert dvc(repo, "status").stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def test_dag_shows_the_pipeline(repo):
+    dag = dvc(repo, "dag").stdout
+    for stage in STAGES:
+        assert stage in dag
 
 
 def test_bad_params_fail_the_repro(repo):
     (repo / "params.yaml").write_text((repo / "params.yaml").read_text().replace("size: 64", "size: 30"))
-    proc = dvc(repo, "repro", check=False)
+    proc = dvc(repo, "repro", "--single-item", "ingest", check=False)
     assert proc.returncode != 0
     assert "ingest.size = 30" in proc.stdout + proc.stderr

@@ -13,30 +13,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from stages import extract_latents, ingest, train_vqvae
-from tests.conftest import BIN, TINY_INGEST_ARGS
-
-SMALL_MODEL = ["vqvae.model.size=32", "vqvae.model.first_channels=8", "vqvae.model.channels=16",
-               "vqvae.model.res_channels=8", "vqvae.model.embed_dim=8", "vqvae.model.n_codes=32"]
-
-
-def args(*overrides: str) -> list[str]:
-    return [a for o in SMALL_MODEL + list(overrides) for a in ("-S", o)] + TINY_INGEST_ARGS + ["--no-progress"]
-
-
-def train_args(steps=4, **extra) -> list[str]:
-    over = [f"vqvae.train.steps={steps}", "vqvae.train.batch_size=2", "vqvae.train.ckpt_every=2",
-            "vqvae.train.val_every=2", "vqvae.train.log_every=1", "vqvae.eval_clips=4", "vqvae.log_videos=2"]
-    return args(*over, *[f"vqvae.train.{k}={v}" for k, v in extra.items()])
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_bytes((Path(__file__).parents[2] / "dvc.yaml").read_bytes())
-    assert ingest.main(args()) == 0
-    return tmp_path
-
+from stages import extract_latents, train_vqvae
+from tests.conftest import BIN
+from tests.stages.conftest import args, train_args
 
 def test_train_then_extract(workdir):
     assert train_vqvae.main(train_args()) == 0

@@ -1,0 +1,69 @@
+"""What the two prior stages share: the latents, bits-per-code evaluation and its baselines."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+LATENTS = Path("data/latents")
+INPUTS = [LATENTS]
+
+
+class TeacherForced(nn.Module):
+    """What the Trainer trains: `forward(batch) -> (bits per code, metrics)` around a prior, so
+    that under DDP the whole teacher-forced pass goes through DDP's forward (gradients sync)."""
+
+    def __init__(self, prior: nn.Module, logits_and_targets: Callable):
+        super().__init__()
+        self.prior, self.logits_and_targets = prior, logits_and_targets
+
+    def forward(self, batch):
+        from vqvp_core.models.pixelcnn import bits_per_code
+
+        logits, targets = self.logits_and_targets(self.prior, batch)
+        loss = bits_per_code(logits, targets)  # bits: the same optimum as cross-entropy in nats
+        return loss, {"bits_per_code": loss.detach()}
+
+
+def step_fn(model, batch):
+    return model(batch)
+
+
+def splits():
+    """(train set, held-out split name, held-out set) from data/latents."""
+    from vqvp_core.data.latents import LatentSet
+
+    train = LatentSet(LATENTS, "train")
+    for split in ("val", "test"):
+        held = LatentSet(LATENTS, split)
+        if len(held):
+            return train, split, held
+    return train, "train", train
+
+
+def evaluate_bits(model, data, batch_size: int, device, logits_and_targets, max_items: int | None = None) -> float:
+    """Mean bits per code over (the first max_items clips of) a split: teacher forcing, eval mode."""
+    from torch.utils.data import DataLoader, Subset
+
+    from vqvp_core.models.pixelcnn import bits_per_code
+    from vqvp_core.train.loop import to_device
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        subset = Subset(data, range(min(len(data), max_items or len(data))))
+        for batch in DataLoader(subset, batch_size=batch_size):
+            logits, targets = logits_and_targets(model, to_device(batch, device))
+            total += bits_per_code(logits, targets).item() * targets.numel()
+            count += targets.numel()
+    return total / max(count, 1)
+
+
+def baselines(train_codes, held_codes, n_codes: int) -> dict[str, float]:
+    from vqvp_core.metrics import unigram_bits
+
+    return {"baseline/uniform_bits": math.log2(n_codes),
+            "baseline/unigram_bits": unigram_bits(torch.from_numpy(train_codes), torch.from_numpy(held_codes), n_codes)}
