@@ -3,6 +3,8 @@
     vqvp run [--preset tiny|paper] [-S section.key=value ...]   the end-to-end Prefect flow
     vqvp rerun STAGE [--downstream]                             one stage (or it and all after it)
     vqvp stage STAGE [-S section.key=value ...]                 one stage in this process, as dvc.yaml calls it
+    vqvp predict VIDEO --out OUT.mp4 [--start N] [--temperature T] [--seed S]
+                                                                4 frames of VIDEO in, 16 frames out
     vqvp params [--preset NAME] [-S ...]                        print the validated params
 
 Heavy imports (prefect, torch, mlflow) happen inside the commands that need them.
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
     stage.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
 
+    sub.add_parser("predict", help="4 frames of a video in, 16 predicted frames out (see vqvp predict -h)",
+                   add_help=False)
+
     params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")
     params.add_argument("--preset", choices=["tiny", "paper"], default=None)
     _add_overrides(params)
@@ -117,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.parse_args(argv)  # prints usage and exits
         args = argparse.Namespace(stage=argv[1])
         return cmd_stage(args, argv[2:])
+    if argv[:1] == ["predict"]:
+        from stages.predict import main as predict
+
+        return predict(argv[1:])
     args = ap.parse_args(argv)
     return {"run": cmd_run, "rerun": cmd_rerun, "params": cmd_params}[args.command](args)
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import importlib
 
-STAGES: tuple[str, ...] = ("ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior")
+STAGES: tuple[str, ...] = ("ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior",
+                           "sample")
 
 
 def stage_main(name: str):

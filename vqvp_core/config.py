@@ -187,6 +187,19 @@ class BottomPriorParams(_Section):
     alias: str = Field("candidate", min_length=1)
 
 
+class SampleParams(_Section):
+    """sample: predictions for test clips (4 given frames -> 16 frames)."""
+
+    count: int = Field(32, ge=1, description="test clips to predict (fewer if the split is smaller)")
+    temperature: float = Field(1.0, ge=0, description="the paper's samples use 1.0 and 1.2; 0 = greedy")
+    top_k: int | None = Field(None, ge=1, description="sample among the k most likely codes; null = all")
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    cached: bool = Field(True, description="cached (fast) sampling; false runs the naive reference sampler")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    videos: int = Field(8, ge=0, description="side-by-side videos (given | predicted | ground truth) written")
+
+
 class Params(_Section):
     """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
 
@@ -196,6 +209,7 @@ class Params(_Section):
     extract_latents: LatentsParams = Field(default_factory=LatentsParams)
     top_prior: TopPriorParams = Field(default_factory=TopPriorParams)
     bottom_prior: BottomPriorParams = Field(default_factory=BottomPriorParams)
+    sample: SampleParams = Field(default_factory=SampleParams)
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "Params":

@@ -37,3 +37,17 @@ def unigram_bits(train_codes: torch.Tensor, eval_codes: torch.Tensor, n_codes: i
     counts = torch.bincount(train_codes.flatten().long(), minlength=n_codes).double() + 1.0
     logp = (counts / counts.sum()).log2()
     return -logp[eval_codes.flatten().long()].mean().item()
+
+
+def frame_psnr(pred, target) -> torch.Tensor:
+    """PSNR per frame (dB, 0-255 scale) of uint8 videos (N, T, H, W, 3) -> (N, T)."""
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    n, t = pred.shape[:2]
+    return psnr_uint8(pred.reshape(n * t, -1), target.reshape(n * t, -1)).reshape(n, t)
+
+
+def copy_last_frame(clips, given: int = 4):
+    """The copy-last-frame baseline: every frame after the given ones repeats the last given frame."""
+    clips = torch.as_tensor(clips).clone()
+    clips[:, given:] = clips[:, given - 1 : given]
+    return clips

@@ -1,0 +1,114 @@
+"""`vqvp predict VIDEO --out OUT.mp4`: 4 frames of a video in, 16 predicted frames out.
+
+VIDEO is a path or URL (anything fsspec opens: s3://, https://, ...) in any format PyAV reads;
+frames are resampled to ingest.fps and resized/cropped to ingest.size exactly as ingest does.
+Writes OUT.mp4 and OUT.gif (the 16 frames: the 4 given ones decoded, then 12 predicted) and
+OUT_side_by_side.mp4 (given | predicted | ground truth, the last when the video is long enough).
+Models come from models/*/model.pt by default, or from MLflow as models:/NAME@ALIAS.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from vqvp_core.config import ConfigError, load_params
+
+GIVEN, CLIP = 4, 16
+DEFAULTS = {"vqvae": "models/vqvae/model.pt", "top_prior": "models/top_prior/model.pt",
+            "bottom_prior": "models/bottom_prior/model.pt"}
+
+
+def resolve_model(ref: str, tmp: Path) -> Path:
+    """A local model file, or `models:/NAME@ALIAS` / `models:/NAME/VERSION` from the MLflow registry
+    (its run's checkpoint/model.pt artifact)."""
+    if not ref.startswith("models:/"):
+        return Path(ref)
+    import mlflow
+    from mlflow import MlflowClient
+
+    from stages.common import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client, spec = MlflowClient(), ref[len("models:/"):]
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = spec.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    return Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="checkpoint/model.pt",
+                                                    dst_path=str(tmp / name)))
+
+
+def read_frames(video: str, fps: float, size: int, start: int):
+    """Up to 16 frames from frame `start` (at `fps`), or a clear error."""
+    import numpy as np
+
+    from vqvp_core.video.io import VideoError, decode_frames
+
+    try:
+        frames = list(decode_frames(video, target_fps=fps, size=size, start_time=start / fps, max_frames=CLIP))
+    except VideoError as exc:
+        raise SystemExit(f"vqvp predict: cannot read {video}: {exc}") from None
+    if len(frames) < GIVEN:
+        raise SystemExit(f"vqvp predict: {video} is too short: {len(frames)} frames from frame {start} at "
+                         f"{fps:g} fps, need at least {GIVEN}")
+    return np.stack(frames)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vqvp predict", description=__doc__.splitlines()[0])
+    ap.add_argument("video", help="a video file or URL")
+    ap.add_argument("--out", required=True, help="output .mp4 (a .gif and a _side_by_side.mp4 are written beside it)")
+    ap.add_argument("--start", type=int, default=0, help="first given frame, counted at ingest.fps (default 0)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--params", default="params.yaml", help="where ingest.fps and ingest.size come from")
+    for kind, default in DEFAULTS.items():
+        ap.add_argument(f"--{kind.replace('_', '-')}", default=default, help=f"file or models:/NAME@ALIAS (default {default})")
+    args = ap.parse_args(argv)
+    if args.start < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+        ap.error("--start and --temperature must be >= 0, --top-k >= 1")
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        ap.error(f"--out must end in .mp4, got {out}")
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"vqvp predict: {exc}", file=sys.stderr)
+        return 2
+    frames = read_frames(args.video, params.ingest.fps, params.ingest.size, args.start)  # fail before loading models
+
+    from vqvp_core.sampling.predict import Predictor
+    from vqvp_core.train.loop import resolve_device
+    from vqvp_core.video.io import write_video
+    from vqvp_core.viz import hold, mark, side_by_side
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {k: resolve_model(getattr(args, k), Path(tmp)) for k in DEFAULTS}
+        try:
+            predictor = Predictor.from_files(paths["vqvae"], paths["top_prior"], paths["bottom_prior"],
+                                             device=resolve_device(args.device))
+        except FileNotFoundError as exc:
+            print(f"vqvp predict: {exc}; train the models first (vqvp run)", file=sys.stderr)
+            return 3
+    pred = predictor.predict(frames[None, :GIVEN], args.temperature, args.top_k, args.seed)[0]
+    fps = params.ingest.fps
+    write_video(out, pred, fps=fps)
+    write_video(out.with_suffix(".gif"), pred, fps=fps)
+    panels = [hold(mark(frames[:GIVEN], GIVEN), CLIP), mark(pred, GIVEN)]
+    if len(frames) == CLIP:
+        panels.append(frames)
+    side = out.with_name(out.stem + "_side_by_side.mp4")
+    write_video(side, side_by_side(*panels), fps=fps)
+    print(f"vqvp predict: {out}, {out.with_suffix('.gif')}, {side} "
+          f"(given | predicted{' | ground truth' if len(frames) == CLIP else ''})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
