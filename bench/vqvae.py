@@ -1,7 +1,7 @@
 """Training throughput of the VQ-VAE against this machine's matmul peak.
 
     python bench/vqvae.py [--preset tiny|paper] [--batch 8] [--steps 10] [--device auto|cpu|cuda]
-                          [--precision fp32|bf16] [--memory-format contiguous|channels_last]
+                          [--precision fp32|bf16] [--memory-format channels_last|contiguous]
 
 Prints, in one run: parameters, FLOPs per training step (forward + backward, counted by
 torch.utils.flop_counter.FlopCounterMode), clips/s, the achieved FLOP/s, the peak FLOP/s of a
@@ -61,6 +61,27 @@ def matmul_peak(device: torch.device, precision: str, n: int = 4096, trials: int
     return 2 * n ** 3 / best
 
 
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(machine busy CPU-seconds, this process's CPU-seconds, wall time), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [float(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (sum(vals[:8]) - vals[3] - vals[4]) / hz  # all but idle and iowait
+    t = os.times()
+    return busy, t.user + t.system, time.perf_counter()
+
+
+def _others_share(a, b) -> float | None:
+    """Fraction of the machine's CPUs used by other processes between two snapshots."""
+    if a is None or b is None:
+        return None
+    wall = b[2] - a[2]
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (wall * (os.cpu_count() or 1)))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=["tiny", "paper"], default="tiny")
@@ -69,8 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--memory-format", choices=["contiguous", "channels_last"], default="contiguous",
-                   help="channels_last = torch.channels_last_3d for the model and the input")
+    p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default=None,
+                   help="conv weights in torch.channels_last_3d or not (default: the config's "
+                   "channels_last, on in both presets)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--frames", type=int, default=None, help="clip length (default: the preset's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -88,18 +110,19 @@ def main(argv: list[str] | None = None) -> dict:
     for kv in a.set:
         k, _, v = kv.partition("=")
         overrides[k] = type(getattr(VQVAEConfig(), k))(v) if v not in ("True", "False") else v == "True"
+    if a.memory_format is not None:
+        overrides["channels_last"] = a.memory_format == "channels_last"
     cfg = VQVAEConfig.preset(a.preset, **overrides)
+    a.memory_format = "channels_last" if cfg.channels_last else "contiguous"
     frames = a.frames or cfg.frames
     torch.manual_seed(0)
     model = VQVAE(cfg).to(device).train()
     x = torch.rand(a.batch, cfg.in_channels, frames, cfg.size, cfg.size, device=device) * 2 - 1
-    if a.memory_format == "channels_last":
-        model = model.to(memory_format=torch.channels_last_3d)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     n_params = sum(q.numel() for q in model.parameters())
 
     load_before = os.getloadavg()
+    peak_before = matmul_peak(device, a.precision)
 
     def step() -> float:
         with _autocast(device, a.precision):
@@ -124,14 +147,17 @@ def main(argv: list[str] | None = None) -> dict:
         step()
     _sync(device)
     times = []
+    snap0 = _cpu_snapshot()
     for _ in range(a.steps):
         t = time.perf_counter()
         step()
         _sync(device)
         times.append(time.perf_counter() - t)
+    others = _others_share(snap0, _cpu_snapshot())
     med, best_t = statistics.median(times), min(times)
 
-    peak = matmul_peak(device, a.precision)
+    peak_after = matmul_peak(device, a.precision)
+    peak = max(peak_before, peak_after)  # the machine's capability; a busy moment only lowers it
     load_after = os.getloadavg()
     res = {
         "preset": a.preset, "device": str(device), "precision": a.precision,
@@ -140,8 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_per_step": flops, "step_s_median": med, "step_s_best": best_t,
         "clips_per_s": a.batch / med, "achieved_flops": flops / med,
         "achieved_flops_best": flops / best_t, "peak_flops": peak,
+        "peak_flops_before": peak_before, "peak_flops_after": peak_after,
         "ratio": flops / med / peak, "ratio_best": flops / best_t / peak,
         "loadavg_before": load_before[0], "loadavg_after": load_after[0],
+        "others_cpu_share": others,
         "config": cfg.to_dict(),
     }
     print(f"VQ-VAE {a.preset}: {n_params / 1e6:.2f} M params, batch {a.batch} of "
@@ -152,10 +180,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  step time: median {med * 1e3:.0f} ms, best {best_t * 1e3:.0f} ms over {a.steps} steps")
     print(f"  clips/s:   {a.batch / med:.2f} (best {a.batch / best_t:.2f})")
     print(f"  achieved:  {flops / med / 1e9:.1f} GFLOP/s (best {flops / best_t / 1e9:.1f})")
-    print(f"  peak:      {peak / 1e9:.1f} GFLOP/s ({a.precision} matmul 4096^3, best of 5)")
+    print(f"  peak:      {peak / 1e9:.1f} GFLOP/s ({a.precision} matmul 4096^3, best of 5 before "
+          f"({peak_before / 1e9:.0f}) and 5 after ({peak_after / 1e9:.0f}) the steps)")
     print(f"  ratio:     {100 * res['ratio']:.1f}% of peak (best step {100 * res['ratio_best']:.1f}%)")
-    print(f"  load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-          f"({os.cpu_count()} CPUs)")
+    share = "n/a" if others is None else f"{100 * others:.0f}%"
+    print(f"  load: other processes used {share} of the {os.cpu_count()} CPUs during the timed "
+          f"steps; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    if device.type == "cpu" and others is not None and others > 0.1:
+        print("  warning: the CPU was shared during the timed steps; step times, clips/s and the "
+              "ratio are pessimistic (rerun on an idle machine)")
     if a.json:
         print(json.dumps(res))
     return res

@@ -1,7 +1,8 @@
 """`vqvp predict VIDEO --out OUT.mp4`: 4 frames of a video in, 16 predicted frames out.
 
 VIDEO is a path or URL (anything fsspec opens: s3://, https://, ...) in any format PyAV reads;
-frames are resampled to ingest.fps and resized/cropped to ingest.size exactly as ingest does.
+frames are resampled to ingest.fps and resized/cropped to the VQ-VAE's frame size exactly as
+ingest does.
 Writes OUT.mp4 and OUT.gif (the 16 frames: the 4 given ones decoded, then 12 predicted) and
 OUT_side_by_side.mp4 (given | predicted | ground truth, the last when the video is long enough).
 Models come from models/*/model.pt by default, or from MLflow as models:/NAME@ALIAS.
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--params", default="params.yaml", help="where ingest.fps and ingest.size come from")
+    ap.add_argument("--params", default="params.yaml", help="where ingest.fps comes from (default %(default)s)")
+    ap.add_argument("--fps", type=float, default=None, help="frame rate to resample to (default: ingest.fps)")
     for kind, default in DEFAULTS.items():
         ap.add_argument(f"--{kind.replace('_', '-')}", default=default, help=f"file or models:/NAME@ALIAS (default {default})")
     args = ap.parse_args(argv)
@@ -77,11 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if out.suffix.lower() != ".mp4":
         ap.error(f"--out must end in .mp4, got {out}")
     try:
-        params = load_params(args.params)
+        fps = args.fps or load_params(args.params).ingest.fps
     except ConfigError as exc:
         print(f"vqvp predict: {exc}", file=sys.stderr)
         return 2
-    frames = read_frames(args.video, params.ingest.fps, params.ingest.size, args.start)  # fail before loading models
 
     from vqvp_core.sampling.predict import Predictor
     from vqvp_core.train.loop import resolve_device
@@ -89,15 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     from vqvp_core.viz import hold, mark, side_by_side
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {k: resolve_model(getattr(args, k), Path(tmp)) for k in DEFAULTS}
         try:
+            paths = {k: resolve_model(getattr(args, k), Path(tmp)) for k in DEFAULTS}
             predictor = Predictor.from_files(paths["vqvae"], paths["top_prior"], paths["bottom_prior"],
                                              device=resolve_device(args.device))
-        except FileNotFoundError as exc:
-            print(f"vqvp predict: {exc}; train the models first (vqvp run)", file=sys.stderr)
+        except Exception as exc:  # a missing file, an unknown registered model or alias
+            print(f"vqvp predict: cannot load the models: {exc}; train them first (vqvp run)", file=sys.stderr)
             return 3
+    # frames at the size the VQ-VAE was trained on, resized and cropped as ingest does
+    frames = read_frames(args.video, fps, predictor.vqvae.config.size, args.start)
     pred = predictor.predict(frames[None, :GIVEN], args.temperature, args.top_k, args.seed)[0]
-    fps = params.ingest.fps
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, pred, fps=fps)
     write_video(out.with_suffix(".gif"), pred, fps=fps)
     panels = [hold(mark(frames[:GIVEN], GIVEN), CLIP), mark(pred, GIVEN)]

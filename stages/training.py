@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ def log_dataset(ctx: StageContext, path: Path, context: str = "training") -> Non
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    source = resolve_dataset_source(str(path.resolve()))  # a local-artifact source for a local path
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local-artifact sources
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(path.resolve()))
     ctx.mlflow.log_input(MetaDataset(source, name=path.name, digest=data_digest(path)), context=context)
 
 

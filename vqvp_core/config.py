@@ -337,11 +337,11 @@ def validate(data: dict) -> Params:
         raise ConfigError(_format_errors(exc)) from None
 
 
-def load_params(path: str | Path = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
-    """Read params.yaml (a missing file means the defaults), apply -S overrides, validate."""
-    path = Path(path)
+def load_params(path: str | Path | None = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
+    """Read params.yaml (None or a missing file means the defaults), apply -S overrides, validate."""
     data: dict = {}
-    if path.exists():
+    path = Path(path) if path is not None else None
+    if path is not None and path.exists():
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -61,6 +61,9 @@ class VQVAEConfig:
     # A code is dead when it is chosen less than once per step on average (EMA count < 1),
     # the threshold of VideoGPT and Jukebox.
     dead_threshold: float = 1.0
+    # Conv weights in torch.channels_last_3d (oneDNN/cuDNN then run every conv channels-last):
+    # measured on 2 Xeon cores, a tiny training step is ~5% faster in fp32, ~30% in bf16.
+    channels_last: bool = True
     frames: int = 16  # the clip the preset is made for (the model itself takes any T % 4 == 0)
     size: int = 64  # frame height = width the preset is made for (any H, W % 8 == 0 work)
 
@@ -177,6 +180,9 @@ class VQVAE(nn.Module):
         self.upsample_t = nn.ConvTranspose3d(E, E, 4, stride=2, padding=1)
         self.dec = Decoder3d(2 * E, cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
                              cfg.res_channels, tuple(reversed(_BOTTOM_STRIDES)))
+        if cfg.channels_last:
+            # .to(device) later keeps the format; load_state_dict copies values into it
+            self.to(memory_format=torch.channels_last_3d)
 
     # ------------------------------------------------------------------ checks
 

@@ -1,0 +1,77 @@
+"""The sample stage and `vqvp predict` on (barely) trained small models."""
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main as vqvp
+from stages import sample, train_bottom_prior, train_top_prior
+from tests.stages.conftest import SMALL_MODEL, args, train_args
+from tests.conftest import TINY_INGEST
+from tests.vqvp_core.video import fixtures
+from vqvp_core.config import dump_params, load_params
+
+
+@pytest.fixture
+def models_workdir(latents_workdir):
+    assert train_top_prior.main(train_args(steps=2, section="top_prior")) == 0
+    assert train_bottom_prior.main(train_args(steps=2, section="bottom_prior")) == 0
+    (latents_workdir / "params.yaml").write_text(dump_params(load_params(None, TINY_INGEST + SMALL_MODEL)))
+    return latents_workdir
+
+
+def test_sample_stage(models_workdir):
+    assert sample.main(args("sample.count=3", "sample.videos=2")) == 0
+    out = models_workdir / "data/samples"
+    preds = np.load(out / "predictions.npy")
+    assert preds.shape == (3, 16, 32, 32, 3) and preds.dtype == np.uint8
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["clips"] == 3 and len(stats["psnr_per_frame"]) == 12
+    assert {"psnr_predicted_frames", "psnr_copy_last_frame"} <= set(stats)
+    assert len(list((out / "videos").glob("*.mp4"))) == 2 and (out / "contact_sheet.png").stat().st_size > 0
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("vqvp").experiment_id], "tags.`vqvp.stage` = 'sample'")
+    assert {d.dataset.name for d in runs[0].inputs.dataset_inputs} == {"vqvae", "top_prior", "bottom_prior"}
+
+    # the same seed gives the same frames, and the naive sampler gives exactly the cached sampler's
+    assert sample.main(args("sample.count=3", "sample.videos=0", "sample.cached=false")) == 0
+    assert np.array_equal(np.load(out / "predictions.npy"), preds)
+    assert sample.main(args("sample.count=3", "sample.videos=0", "sample.seed=1")) == 0
+    assert not np.array_equal(np.load(out / "predictions.npy"), preds)
+
+
+def _frames(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_predict_a_user_video(models_workdir, capsys):
+    video = fixtures.write_test_video(models_workdir / "in" / "my vidéo.webm", n_frames=60, size=(80, 60), fps=10)
+    out = models_workdir / "out" / "pred.mp4"
+    assert vqvp(["predict", os.fspath(video), "--out", str(out), "--seed", "3", "--start", "2"]) == 0
+    frames = _frames(out)
+    assert len(frames) == 16 and frames[0].shape == (32, 32, 3)
+    assert out.with_suffix(".gif").exists()
+    side = _frames(out.with_name("pred_side_by_side.mp4"))
+    assert len(side) == 16 and side[0].shape[1] > 3 * 32  # given | predicted | ground truth
+    # the same models from the MLflow registry
+    out2 = models_workdir / "out" / "registry.mp4"
+    assert vqvp(["predict", os.fspath(video), "--out", str(out2), "--seed", "3", "--start", "2",
+                 "--vqvae", "models:/vqvp-vqvae@candidate", "--top-prior", "models:/vqvp-top-prior@candidate",
+                 "--bottom-prior", "models:/vqvp-bottom-prior@candidate"]) == 0
+    assert np.array_equal(np.stack(_frames(out2)), np.stack(frames))
+
+
+def test_predict_bad_inputs(models_workdir, capsys):
+    short = fixtures.write_test_video(models_workdir / "short.mp4", n_frames=3, fps=10)
+    with pytest.raises(SystemExit, match="too short"):
+        vqvp(["predict", os.fspath(short), "--out", str(models_workdir / "o.mp4")])
+    bad = fixtures.write_not_a_video(models_workdir / "bad.mp4")
+    with pytest.raises(SystemExit, match="cannot read"):
+        vqvp(["predict", os.fspath(bad), "--out", str(models_workdir / "o.mp4")])
+    assert vqvp(["predict", os.fspath(bad), "--out", str(models_workdir / "o.mp4"), "--vqvae", "nope.pt"]) == 3
+    assert "nope.pt not found" in capsys.readouterr().err
