@@ -5,6 +5,7 @@
     vqvp stage STAGE [-S section.key=value ...]                 one stage in this process, as dvc.yaml calls it
     vqvp predict VIDEO --out OUT.mp4 [--start N] [--temperature T] [--seed S]
                                                                 4 frames of VIDEO in, 16 frames out
+    vqvp human-eval serve DIR | analyze DIR                     the rating study and its table
     vqvp params [--preset NAME] [-S ...]                        print the validated params
 
 Heavy imports (prefect, torch, mlflow) happen inside the commands that need them.
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("predict", help="4 frames of a video in, 16 predicted frames out (see vqvp predict -h)",
                    add_help=False)
 
+    sub.add_parser("human-eval", help="serve a rating study (serve DIR) or print its table (analyze DIR)",
+                   add_help=False)
+
     params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")
     params.add_argument("--preset", choices=["tiny", "paper"], default=None)
     _add_overrides(params)
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         from stages.predict import main as predict
 
         return predict(argv[1:])
+    if argv[:1] == ["human-eval"]:
+        from stages.human_eval import main as human_eval
+
+        return human_eval(argv[1:])
     args = ap.parse_args(argv)
     return {"run": cmd_run, "rerun": cmd_rerun, "params": cmd_params}[args.command](args)
 

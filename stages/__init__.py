@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 STAGES: tuple[str, ...] = ("ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior",
-                           "sample")
+                           "sample", "evaluate", "package_human_eval")
 
 
 def stage_main(name: str):

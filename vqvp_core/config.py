@@ -200,6 +200,47 @@ class SampleParams(_Section):
     videos: int = Field(8, ge=0, description="side-by-side videos (given | predicted | ground truth) written")
 
 
+class I3DParams(_Section):
+    """The Kinetics-400 I3D weights FVD needs. No package ships them and nothing is downloaded:
+    give a path or URL (local, s3://, https://) and its sha256. Without them FVD is reported as
+    unavailable, never computed with an untrained network."""
+
+    path: str | None = Field(None, description="i3d_pretrained_400.pt (VideoGPT/TATS) or i3d_torchscript.pt (StyleGAN-V)")
+    sha256: str | None = Field(None, description="the file's sha256; required with path")
+    format: Literal["auto", "state_dict", "torchscript"] = "auto"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sha_with_path(self) -> "I3DParams":
+        if self.path and not self.sha256:
+            raise ValueError("sha256 is required when path is set (the weights are checked before use)")
+        return self
+
+
+class EvaluateParams(_Section):
+    """evaluate: FVD / FVD* (given I3D weights), PSNR / SSIM vs the copy-last-frame baseline, bits per code."""
+
+    i3d: I3DParams = Field(default_factory=I3DParams)
+    folds: int = Field(2, ge=1, description="FVD k-fold cross-validation (the paper: 2)")
+    seed: int = Field(0, ge=0, description="seed of the fold split")
+    resolutions: list[int | Literal["full"]] = Field(
+        default_factory=lambda: [64, "full"], description="64 = the downscaled protocol others report")
+    batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class HumanEvalParams(_Section):
+    """package_human_eval: a blinded side-by-side rating study (the paper's Table 1)."""
+
+    pairs: int = Field(16, ge=1, description="pairs (test clips) in the study")
+    baseline: str = Field("copy-last-frame", description="'copy-last-frame', or a folder of another sample run "
+                          "(with predictions.npy and manifest.parquet) to compare against")
+    baseline_name: str | None = Field(None, description="name shown in the results (default: the baseline)")
+    min_judgments: int = Field(13, ge=1, description="judgments per pair the server aims for (the paper: 13)")
+    size: int = Field(64, ge=8, description="videos are shown at 64x64, as in the paper")
+    seed: int = Field(0, ge=0, description="randomizes the sides")
+
+
 class Params(_Section):
     """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
 
@@ -210,6 +251,8 @@ class Params(_Section):
     top_prior: TopPriorParams = Field(default_factory=TopPriorParams)
     bottom_prior: BottomPriorParams = Field(default_factory=BottomPriorParams)
     sample: SampleParams = Field(default_factory=SampleParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    human_eval: HumanEvalParams = Field(default_factory=HumanEvalParams)
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "Params":
@@ -293,6 +336,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) != raw.strip():
+        value = raw.strip()  # '000123...' (a digest) stays text; an int field still parses it
     return path, value
 
 

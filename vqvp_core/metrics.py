@@ -51,3 +51,36 @@ def copy_last_frame(clips, given: int = 4):
     clips = torch.as_tensor(clips).clone()
     clips[:, given:] = clips[:, given - 1 : given]
     return clips
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def frame_ssim(pred, target, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """SSIM per frame (Wang et al. 2004: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, data
+    range 255, 'valid' filtering, mean over RGB channels) of uint8 videos (N, T, H, W, 3) -> (N, T).
+    Frames smaller than the window use a window of their own size."""
+    import torch.nn.functional as F
+
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    if pred.shape != target.shape or pred.dim() != 5:
+        raise ValueError(f"pred and target must be (N, T, H, W, 3) of one shape, got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)}")
+    n, t, h, w, c = pred.shape
+    size = min(window, h, w)
+    kernel = _gaussian_window(size, sigma).expand(c, 1, size, size)
+    x = pred.reshape(n * t, h, w, c).permute(0, 3, 1, 2).double()
+    y = target.reshape(n * t, h, w, c).permute(0, 3, 1, 2).double()
+
+    def filt(z):
+        return F.conv2d(z, kernel, groups=c)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = filt(x), filt(y)
+    sxx, syy, sxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return ssim.mean(dim=(1, 2, 3)).reshape(n, t).float()

@@ -35,3 +35,15 @@ def latents_workdir(workdir):
     assert train_vqvae.main(train_args(steps=2)) == 0
     assert extract_latents.main(args()) == 0
     return workdir
+
+
+@pytest.fixture
+def models_workdir(latents_workdir):
+    from stages import train_bottom_prior, train_top_prior
+    from tests.conftest import TINY_INGEST
+    from vqvp_core.config import dump_params, load_params
+
+    assert train_top_prior.main(train_args(steps=2, section="top_prior")) == 0
+    assert train_bottom_prior.main(train_args(steps=2, section="bottom_prior")) == 0
+    (latents_workdir / "params.yaml").write_text(dump_params(load_params(None, TINY_INGEST + SMALL_MODEL)))
+    return latents_workdir

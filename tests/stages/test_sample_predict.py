@@ -8,19 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main as vqvp
-from stages import sample, train_bottom_prior, train_top_prior
-from tests.stages.conftest import SMALL_MODEL, args, train_args
-from tests.conftest import TINY_INGEST
+from stages import sample
+from tests.stages.conftest import args
 from tests.vqvp_core.video import fixtures
-from vqvp_core.config import dump_params, load_params
-
-
-@pytest.fixture
-def models_workdir(latents_workdir):
-    assert train_top_prior.main(train_args(steps=2, section="top_prior")) == 0
-    assert train_bottom_prior.main(train_args(steps=2, section="bottom_prior")) == 0
-    (latents_workdir / "params.yaml").write_text(dump_params(load_params(None, TINY_INGEST + SMALL_MODEL)))
-    return latents_workdir
 
 
 def test_sample_stage(models_workdir):

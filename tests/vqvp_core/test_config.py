@@ -39,6 +39,7 @@ def test_dataclass_sections_are_normalised_to_full_dicts():
     ("ingest.synthetic.objects=[2, 4]", ["ingest", "synthetic", "objects"], [2, 4]),
     ("ingest.max_clips_per_video=null", ["ingest", "max_clips_per_video"], None),
     ("ingest.synthetic.bounce=false", ["ingest", "synthetic", "bounce"], False),
+    ("evaluate.i3d.sha256=" + "0" * 64, ["evaluate", "i3d", "sha256"], "0" * 64),  # digits stay text
 ])
 def test_parse_override(text, path, value):
     assert parse_override(text) == (path, value)

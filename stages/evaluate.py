@@ -1,0 +1,150 @@
+"""Stage `evaluate`: data/samples/ + data/clips/ + models/vqvae/ -> metrics/eval.json (+ a plot).
+
+- PSNR and SSIM per predicted frame against ground truth, for the model and for the
+  copy-last-frame baseline (and for the VQ-VAE's own reconstructions, an upper bound);
+- the priors' bits per code (from their metrics files);
+- FVD (samples vs originals) and FVD* (samples vs VQ-VAE reconstructions) with the Kinetics-400
+  I3D, at each of evaluate.resolutions, k-fold with mean and spread, and the protocol logged.
+  Without I3D weights FVD is reported as unavailable with the reason; nothing else changes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stages.common import BadInputError, StageContext, run_stage
+from stages.training import log_dataset, write_metrics
+
+CLIPS, SAMPLES, VQVAE = Path("data/clips"), Path("data/samples"), Path("models/vqvae/model.pt")
+METRICS, PLOT = Path("metrics/eval.json"), Path("metrics/eval_psnr_per_frame.png")
+GIVEN = 4
+
+
+def load_samples():
+    """(predictions, originals, manifest): the sampled clips and their ground truth, row by row."""
+    import numpy as np
+    import pandas as pd
+
+    from vqvp_core.data.clips import ClipSet
+
+    if not (SAMPLES / "predictions.npy").exists():
+        raise BadInputError(f"{SAMPLES}/predictions.npy not found: run the sample stage first")
+    manifest = pd.read_parquet(SAMPLES / "manifest.parquet")
+    clips = ClipSet(CLIPS)
+    index = {cid: i for i, cid in enumerate(clips.manifest.clip_id)}
+    missing = [c for c in manifest.clip_id if c not in index]
+    if missing:
+        raise BadInputError(f"{len(missing)} sampled clips are not in {CLIPS} (e.g. {missing[0]}): re-run sample")
+    originals = np.stack([clips[index[c]] for c in manifest.clip_id])
+    return np.load(SAMPLES / "predictions.npy"), originals, manifest
+
+
+def reconstruct(originals, device, batch: int = 16):
+    import numpy as np
+    import torch
+
+    from vqvp_core.models.vqvae import clips_to_input, output_to_uint8
+    from vqvp_core.sampling.predict import load_checkpoint_model
+
+    model = load_checkpoint_model(VQVAE, "vqvae", device)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(originals), batch):
+            top, bottom = model.encode(clips_to_input(originals[s:s + batch], device))
+            out.append(output_to_uint8(model.decode_codes(top, bottom)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def frame_metrics(preds, originals, recons) -> dict:
+    from vqvp_core.metrics import copy_last_frame, frame_psnr, frame_ssim
+
+    systems = {"model": preds, "copy_last_frame": copy_last_frame(originals, GIVEN).numpy(), "reconstruction": recons}
+    out: dict = {"psnr": {}, "ssim": {}, "psnr_per_frame": {}, "ssim_per_frame": {}}
+    for name, video in systems.items():
+        psnr, ssim = frame_psnr(video, originals)[:, GIVEN:], frame_ssim(video, originals)[:, GIVEN:]
+        out["psnr"][name], out["ssim"][name] = psnr.mean().item(), ssim.mean().item()
+        out["psnr_per_frame"][name], out["ssim_per_frame"][name] = psnr.mean(0).tolist(), ssim.mean(0).tolist()
+    return out
+
+
+def fvd_metrics(p, preds, originals, recons, device, progress: bool) -> dict:
+    from vqvp_core.eval.fvd import compute_fvd, unavailable_reason
+    from vqvp_core.eval.i3d import I3DWeightsError, load_i3d
+
+    reason = unavailable_reason(p.i3d.path, key="evaluate.i3d.path")
+    if reason:
+        return {"available": False, "reason": reason}
+    try:
+        extractor = load_i3d(p.i3d.path, p.i3d.sha256, p.i3d.format, device, storage_options=p.i3d.storage_options)
+    except I3DWeightsError as exc:
+        raise BadInputError(f"evaluate.i3d: {exc}") from exc
+    out: dict = {"available": True}
+    for res in p.resolutions:
+        size = None if res == "full" else int(res)
+        for key, ref in (("fvd", originals), ("fvd_star", recons)):
+            result = compute_fvd(extractor, preds, ref, resolution=size, k=p.folds, seed=p.seed,
+                                 batch_size=p.batch_size, disable=not progress)
+            out.setdefault(key, {})[str(res)] = result.to_dict()
+    return out
+
+
+def plot_psnr(per_frame: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, values in per_frame.items():
+        ax.plot(range(GIVEN + 1, GIVEN + 1 + len(values)), values, marker="o", label=name.replace("_", " "))
+    ax.set(xlabel="frame index (1-4 given)", ylabel="PSNR (dB)", title="PSNR per predicted frame")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _body(ctx: StageContext, args) -> None:
+    from vqvp_core.train.loop import resolve_device
+
+    p = ctx.params.evaluate
+    device = resolve_device(p.device)
+    for path in (SAMPLES, Path("models/vqvae")):
+        log_dataset(ctx, path, context="evaluation")
+    preds, originals, manifest = load_samples()
+    recons = reconstruct(originals, device)
+    stats = json.loads((SAMPLES / "stats.json").read_text())
+    metrics = {"n_samples": int(len(preds)), "sample_seed": stats.get("seed"), "temperature": stats.get("temperature"),
+               "given_frames": GIVEN, **frame_metrics(preds, originals, recons)}
+    for name in ("top_prior", "bottom_prior"):
+        path = Path(f"metrics/{name}.json")
+        if path.exists():
+            prior = json.loads(path.read_text())
+            metrics.setdefault("bits_per_code", {})[name] = {k.split("/", 1)[1]: prior[k] for k in prior
+                                                              if k.startswith(("eval/bits", "baseline/"))}
+    metrics["fvd"] = fvd_metrics(p, preds, originals, recons, device, not args.no_progress)
+    write_metrics(METRICS, metrics)
+    plot_psnr(metrics["psnr_per_frame"], PLOT)
+    ctx.log_metrics({f"{m}/{k}": v for m in ("psnr", "ssim") for k, v in metrics[m].items()})
+    for key in ("fvd", "fvd_star"):
+        for res, result in metrics["fvd"].get(key, {}).items():
+            ctx.log_metrics({f"{key}/{res}": result["fvd"], f"{key}/{res}_std": result["std"]})
+    ctx.mlflow.set_tag("vqvp.fvd", "computed" if metrics["fvd"]["available"] else metrics["fvd"]["reason"])
+    ctx.mlflow.log_artifact(str(METRICS))
+    ctx.mlflow.log_artifact(str(PLOT))
+    fvd = metrics["fvd"]
+    fvd_text = (", ".join(f"FVD@{r} {v['fvd']:.1f}±{v['std']:.1f}" for r, v in fvd["fvd"].items())
+                if fvd["available"] else f"FVD unavailable: {fvd['reason']}")
+    print(f"evaluate: {len(preds)} samples; PSNR frames 5-16 model {metrics['psnr']['model']:.2f} dB vs "
+          f"copy-last-frame {metrics['psnr']['copy_last_frame']:.2f} dB; SSIM {metrics['ssim']['model']:.3f} vs "
+          f"{metrics['ssim']['copy_last_frame']:.3f}; {fvd_text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("evaluate", argv, __doc__.splitlines()[0], _body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

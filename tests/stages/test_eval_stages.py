@@ -1,0 +1,73 @@
+"""evaluate and package_human_eval after a tiny sample run, and the human-eval commands."""
+import hashlib
+import json
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from flows.cli import main as vqvp
+from stages import evaluate, package_human_eval, sample
+from stages.human_eval import default_db
+from tests.stages.conftest import args
+from vqvp_core.eval.i3d import InceptionI3d
+from vqvp_core.human_eval.server import create_app
+
+
+@pytest.fixture
+def sampled(models_workdir):
+    assert sample.main(args("sample.count=4", "sample.videos=0")) == 0
+    return models_workdir
+
+
+def test_evaluate_without_i3d_weights_reports_everything_else(sampled):
+    assert evaluate.main(args()) == 0
+    metrics = json.loads((sampled / "metrics/eval.json").read_text())
+    assert metrics["fvd"] == {"available": False, "reason": metrics["fvd"]["reason"]}
+    assert "evaluate.i3d.path" in metrics["fvd"]["reason"]
+    for m in ("psnr", "ssim"):
+        assert set(metrics[m]) == {"model", "copy_last_frame", "reconstruction"}
+        assert len(metrics[f"{m}_per_frame"]["model"]) == 12
+    assert metrics["bits_per_code"]["top_prior"]["uniform_bits"] == 5.0
+    assert (sampled / "metrics/eval_psnr_per_frame.png").stat().st_size > 0
+
+
+def test_evaluate_with_weights_file(sampled, tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "i3d_pretrained_400.pt"
+    torch.save(InceptionI3d(400).state_dict(), weights)  # random weights: tests the plumbing, not a score
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    over = [f"evaluate.i3d.path={weights}", f"evaluate.i3d.sha256={digest}", "evaluate.resolutions=[32]"]
+    assert evaluate.main(args(*over)) == 0
+    fvd = json.loads((sampled / "metrics/eval.json").read_text())["fvd"]
+    assert fvd["available"] and set(fvd) == {"available", "fvd", "fvd_star"}
+    result = fvd["fvd"]["32"]
+    assert result["k"] == 2 and result["n_a"] == 4 and result["weights"]["sha256"] == digest
+    assert evaluate.main(args(*over[:1], "evaluate.i3d.sha256=" + "0" * 64, "evaluate.resolutions=[32]")) == 3
+
+
+def test_evaluate_params_need_a_sha256(sampled, capsys):
+    assert evaluate.main(args("evaluate.i3d.path=/some/i3d.pt")) == 2
+    assert "sha256 is required" in capsys.readouterr().err
+
+
+def test_human_eval_package_serve_and_analyze(sampled, capsys):
+    assert package_human_eval.main(args("human_eval.pairs=3", "human_eval.min_judgments=2")) == 0
+    study = sampled / "data/human_eval"
+    pairs = json.loads((study / "pairs.json").read_text())
+    assert len(pairs["pairs"] if isinstance(pairs, dict) else pairs) == 3
+    assert "copy-last-frame" not in (study / "pairs.json").read_text()  # blinded
+    db = default_db(study)
+    assert db.parent == study.parent  # judgments live outside the DVC out
+    client = TestClient(create_app(study, db_path=db))
+    for rater in ("ann", "bob"):
+        while True:
+            nxt = client.get("/api/next", params={"rater": rater}).json()
+            if nxt.get("done"):
+                break
+            pair_id = nxt.get("pair_id") or nxt["pair"]["pair_id"]
+            assert client.post("/api/judgments", json={"rater": rater, "pair_id": pair_id, "choice": "left"}).status_code == 201
+    capsys.readouterr()
+    assert vqvp(["human-eval", "analyze", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert "Total judgements" in out and "6" in out
