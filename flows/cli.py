@@ -5,6 +5,7 @@
     vqvp stage STAGE [-S section.key=value ...]                 one stage in this process, as dvc.yaml calls it
     vqvp predict VIDEO --out OUT.mp4 [--start N] [--temperature T] [--seed S]
                                                                 4 frames of VIDEO in, 16 frames out
+    vqvp lineage RUN_ID|models:/NAME@ALIAS                       the chain back to the raw source
     vqvp human-eval serve DIR | analyze DIR                     the rating study and its table
     vqvp params [--preset NAME] [-S ...]                        print the validated params
 
@@ -109,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("predict", help="4 frames of a video in, 16 predicted frames out (see vqvp predict -h)",
                    add_help=False)
 
+    sub.add_parser("lineage", help="the runs, datasets and models behind a run id or models:/NAME@ALIAS",
+                   add_help=False)
     sub.add_parser("human-eval", help="serve a rating study (serve DIR) or print its table (analyze DIR)",
                    add_help=False)
 
@@ -130,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         from stages.predict import main as predict
 
         return predict(argv[1:])
+    if argv[:1] == ["lineage"]:
+        from stages.lineage import main as lineage
+
+        return lineage(argv[1:])
     if argv[:1] == ["human-eval"]:
         from stages.human_eval import main as human_eval
 

@@ -6,6 +6,7 @@ with Prefect's ephemeral API by default and against a server when PREFECT_API_UR
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from stages import STAGES
-from stages.common import ENV_FLOW_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
+from stages.common import ENV_FLOW_RUN, ENV_PARENT_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
+from stages.lineage import parent_run, tag_stage_run
 from vqvp_core.atomic import write_text
 from vqvp_core.config import PARAMS_FILE, apply_overrides, dump_params, load_params, preset_dict, validate
 
@@ -38,8 +40,10 @@ def _dvc() -> str:
     return str(local) if local.exists() else (shutil.which("dvc") or "dvc")
 
 
-def _env() -> dict[str, str]:
+def _env(parent_run_id: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if parent_run_id:
+        env[ENV_PARENT_RUN] = parent_run_id
     # dvc.yaml's commands (`vqvp stage ...`) must find this environment's `vqvp`.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -55,8 +59,10 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, tags=["vqvp-stage"])
-def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = False) -> str:
-    """Run one stage through DVC (`dvc repro -s STAGE`), streaming its output to the flow log."""
+def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = False,
+          parent_run_id: str | None = None) -> str:
+    """Run one stage through DVC (`dvc repro -s STAGE`), streaming its output to the flow log;
+    then tag its MLflow run with the md5s DVC recorded in dvc.lock."""
     logger = get_run_logger()
     cmd = [_dvc(), "repro"] + (["--force"] if force else [])
     cmd += ["--downstream", stage] if downstream else ["--single-item", stage]
@@ -65,7 +71,8 @@ def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = F
     lock.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with FileLock(str(lock)):
-        proc = subprocess.Popen(cmd, cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=repo, env=_env(parent_run_id), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         for raw in proc.stdout:
             # a progress bar redraws with '\r': log only its latest state, once per line
@@ -77,7 +84,22 @@ def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = F
     if code != 0:
         found = re.findall(r"exited with (\d+)", "\n".join(lines))
         raise StageFailed(stage, int(found[-1]) if found else code, "\n".join(lines[-30:]))
+    if flow_run.id:
+        for name in (downstream_of(stage, repo) if downstream else [stage]):
+            with _in_repo(repo):
+                tag_stage_run(name, str(flow_run.id), flow_run.ui_url, repo)
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _in_repo(repo: str):
+    """MLflow's default store (sqlite:///mlflow.db) is relative to the repository."""
+    old = os.getcwd()
+    os.chdir(repo)
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 @task
@@ -113,16 +135,25 @@ def publish_artifacts(repo: str, ran: list[str]) -> None:
 def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, repo: str = ".",
              stages: list[str] | None = None) -> list[str]:
     """The end-to-end pipeline: params first (validated), then every stage in order."""
-    overrides = list(overrides or [])
-    write_params(repo, preset, overrides)
+    overrides, repo = list(overrides or []), str(Path(repo).resolve())
+    used = write_params(repo, preset, overrides)
     todo = list(stages or STAGES)
     unknown = [s for s in todo if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
-    for stage in todo:
-        repro(stage, repo)
+    with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
+                                    {"preset": used, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
+        for stage in todo:
+            repro(stage, repo, parent_run_id=run_id)
     publish_artifacts(repo, todo)
     return todo
+
+
+def _flow_tags() -> dict[str, str]:
+    tags = {"vqvp.prefect_flow_run_id": str(flow_run.id or "")}
+    if flow_run.ui_url:
+        tags["vqvp.prefect_flow_run_url"] = flow_run.ui_url
+    return tags
 
 
 def downstream_of(stage: str, repo: str = ".") -> list[str]:
@@ -145,7 +176,9 @@ def rerun(stage: str, downstream: bool = False, repo: str = ".") -> list[str]:
     """Force one stage (or it and everything after it) to run again through DVC."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
-    repro(stage, repo, force=True, downstream=downstream)
+    repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
+    with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
+        repro(stage, repo, force=True, downstream=downstream, parent_run_id=run_id)
     publish_artifacts(repo, ran)
     return ran

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from stages.common import BadInputError, StageContext, run_stage
+from stages.training import log_dataset
 
 CLIPS = Path("data/clips")
 MODEL = Path("models/vqvae/model.pt")
@@ -50,6 +51,8 @@ def _body(ctx: StageContext, args) -> None:
 
     p = ctx.params.extract_latents
     device = resolve_device(p.device)
+    for path in (CLIPS, MODEL.parent):
+        log_dataset(ctx, path, context="encoding")
     model = load_vqvae(MODEL, device)
     clips = ClipSet(CLIPS)
     n, cf = len(clips), p.cond_frames

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stages.common import BadInputError, StageContext, run_stage
 from stages.evaluate import GIVEN, load_samples
+from stages.training import log_dataset
 
 OUT = Path("data/human_eval")
 
@@ -43,6 +44,7 @@ def _body(ctx: StageContext, args) -> None:
     from vqvp_core.human_eval.package import build_package
 
     p = ctx.params.human_eval
+    log_dataset(ctx, Path("data/samples"), context="study")
     preds, originals, manifest = load_samples()
     n = min(p.pairs, len(preds))
     ids = manifest.clip_id[:n].tolist()

@@ -51,6 +51,7 @@ def _body(ctx: StageContext, args) -> None:
             break
     n = min(p.count, len(test))
     clips = np.stack([test[i] for i in range(n)])
+    log_dataset(ctx, CLIPS, context="conditioning")
     for path in MODELS.values():
         log_dataset(ctx, path, context="model")
     predictor = Predictor.from_files(*(path / "model.pt" for path in MODELS.values()), device=resolve_device(p.device))

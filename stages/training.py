@@ -74,7 +74,8 @@ def log_dataset(ctx: StageContext, path: Path, context: str = "training") -> Non
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local-artifact sources
         warnings.simplefilter("ignore")
         source = resolve_dataset_source(str(path.resolve()))
-    ctx.mlflow.log_input(MetaDataset(source, name=path.name, digest=data_digest(path)), context=context)
+    # the name is the DVC path (data/clips): lineage finds the run whose DVC out it is
+    ctx.mlflow.log_input(MetaDataset(source, name=path.as_posix(), digest=data_digest(path)), context=context)
 
 
 def fingerprint(stage: str, params: dict[str, Any], inputs: list[Path]) -> str:

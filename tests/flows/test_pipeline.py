@@ -1,5 +1,6 @@
 """The Prefect flow on a real (temporary) Prefect API, running real DVC stages."""
 import json
+import os
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -27,12 +28,35 @@ def test_flow_runs_stages_through_dvc(prefect_api, repo):
     assert "ingest.synthetic.n_videos" not in (repo / "params.yaml").read_text()  # written as YAML sections
     assert "n_videos: 6" in (repo / "params.yaml").read_text()
     assert (repo / "dvc.lock").exists()
+    check_lineage()
     # rerun forces the stage again; its outputs are byte-identical, so nothing after it is stale
     lock = (repo / "dvc.lock").read_text()
     assert rerun(stage="ingest", repo=str(repo)) == ["ingest"]
     assert (repo / "dvc.lock").read_text() == lock
     # --downstream: it and everything after it run again
     assert rerun(stage="train_vqvae", downstream=True, repo=str(repo)) == list(STAGES[1:])
+
+
+def check_lineage():
+    """From the sample run, through every stage, back to the raw source, with the MLflow client."""
+    from mlflow.tracking import MlflowClient
+
+    from stages.lineage import chain
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("vqvp")
+    (pipeline_run,) = client.search_runs([exp.experiment_id], "tags.`vqvp.stage` = 'pipeline'")
+    (sample_run,) = client.search_runs([exp.experiment_id], "tags.`vqvp.stage` = 'sample'")
+    assert sample_run.data.tags["mlflow.parentRunId"] == pipeline_run.info.run_id
+    assert sample_run.data.tags["vqvp.out.data/samples"]  # md5 from dvc.lock
+    assert sample_run.data.tags["vqvp.prefect_flow_run_id"] == pipeline_run.data.tags["vqvp.prefect_flow_run_id"]
+    nodes = chain(sample_run.info.run_id)
+    stages = {n["stage"] for n in nodes}
+    assert stages == {"sample", "ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior"}
+    (ingest,) = [n for n in nodes if n["stage"] == "ingest"]
+    assert [i["name"] for i in ingest["inputs"]] == ["raw"] and ingest["inputs"][0]["produced_by"] is None
+    model_chain = chain("models:/vqvp-top-prior@candidate")
+    assert [n["stage"] for n in model_chain][:2] == ["train_top_prior", "extract_latents"]
 
 
 def test_flow_bad_params_fail_before_any_stage(prefect_api, repo):

@@ -31,7 +31,7 @@ def test_prior_stage(latents_workdir, stage, section, build):
     run = client.get_run(version.run_id)
     assert run.data.tags["vqvp.stage"] == f"train_{section}"
     (dataset,) = run.inputs.dataset_inputs
-    assert dataset.dataset.name == "latents" and dataset.dataset.digest
+    assert dataset.dataset.name == "data/latents" and dataset.dataset.digest
     assert "baseline/unigram_bits" in run.data.metrics and "train/bits_per_code" in run.data.metrics
 
 

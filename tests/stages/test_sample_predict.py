@@ -25,7 +25,7 @@ def test_sample_stage(models_workdir):
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("vqvp").experiment_id], "tags.`vqvp.stage` = 'sample'")
-    assert {d.dataset.name for d in runs[0].inputs.dataset_inputs} == {"vqvae", "top_prior", "bottom_prior"}
+    assert {d.dataset.name for d in runs[0].inputs.dataset_inputs} == {"data/clips", "models/vqvae", "models/top_prior", "models/bottom_prior"}
 
     # the same seed gives the same frames, and the naive sampler gives exactly the cached sampler's
     assert sample.main(args("sample.count=3", "sample.videos=0", "sample.cached=false")) == 0

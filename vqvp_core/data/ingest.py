@@ -59,6 +59,7 @@ class IngestSummary:
     shards: int
     seconds: float
     frames: int
+    source_digest: str = ""   # of the list of inputs: what the raw source held when ingested
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -220,7 +221,9 @@ def run_ingest(params, out_dir: str | Path, progress: bool = True) -> IngestSumm
             videos=len(items), videos_ok=int(manifest.source.nunique()), clips=len(rows), rejected=len(rejected),
             splits={s: int((manifest.split == s).sum()) for s in ("train", "val", "test")},
             rejected_by_reason={k: int(v) for k, v in rej.reason.value_counts().sort_index().items()},
-            shards=writer.shard, seconds=0.0, frames=len(rows) * params.clip_len)
+            shards=writer.shard, seconds=0.0, frames=len(rows) * params.clip_len,
+            source_digest=hashlib.sha256("\n".join(sorted({it.uri for it in items} | {r.input for r in rejected}))
+                                         .encode()).hexdigest()[:32])
         (tmp / "stats.json").write_text(json.dumps({k: v for k, v in summary.to_dict().items()
                                                     if k != "seconds"}, indent=2, sort_keys=True) + "\n")
     summary.seconds = round(time.perf_counter() - t0, 3)
