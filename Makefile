@@ -28,6 +28,7 @@ demo: $(BIN)/vqvp
 	$(BIN)/vqvp run --preset tiny
 
 test: $(VENV)/.test-deps
+	bash scripts/system-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/vqvp

@@ -141,8 +141,9 @@ class VQVAEParams(_Section):
     (vqvp_core.train.config.TrainConfig); see README, 'train_vqvae'."""
 
     model: VQVAEModelDict = Field(default_factory=dict)
+    # the tiny demo's budget (about 4 minutes on 2 CPU cores); see README for what longer runs reach
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=300, batch_size=8, lr=3e-4, warmup_steps=20, ckpt_every=50, val_every=100, log_every=10,
+        steps=300, batch_size=8, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
         max_val_batches=4))
     eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
     log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
@@ -167,7 +168,7 @@ class TopPriorParams(_Section):
 
     model: TopPriorModelDict = Field(default_factory=_tiny_prior("vqvp_core.models.top_prior", "TopPriorConfig"))
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=400, batch_size=32, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
+        steps=300, batch_size=32, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
         max_val_batches=4))
     eval_clips: int = Field(64, ge=1, description="clips per split for the final bits-per-code evaluation")
     register_as: str = Field("vqvp-top-prior", min_length=1)
@@ -180,7 +181,7 @@ class BottomPriorParams(_Section):
     model: BottomPriorModelDict = Field(
         default_factory=_tiny_prior("vqvp_core.models.bottom_prior", "BottomPriorConfig"))
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=300, batch_size=16, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
+        steps=200, batch_size=8, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
         max_val_batches=4))
     eval_clips: int = Field(64, ge=1, description="clips per split for the final bits-per-code evaluation")
     register_as: str = Field("vqvp-bottom-prior", min_length=1)
