@@ -27,6 +27,10 @@ from vqvp_core.atomic import write_text
 from vqvp_core.config import PARAMS_FILE, apply_overrides, dump_params, load_params, preset_dict, validate
 
 PERMANENT_EXIT_CODES = (EXIT_BAD_PARAMS, EXIT_BAD_INPUT)  # bad params or data: a retry cannot help
+# Stages that want an accelerator: their tasks carry the `gpu` tag, so a Prefect tag concurrency
+# limit (`prefect concurrency-limit create gpu 1`) keeps them from sharing one GPU, and the GPU
+# work pool's deployments (infra/prefect.yaml) pick them up.
+GPU_STAGES = ("train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior", "sample", "evaluate")
 
 
 class StageFailed(RuntimeError):
@@ -127,8 +131,51 @@ def publish_artifacts(repo: str, ran: list[str]) -> None:
                     rows.append({"stage": name, "metric": key, "value": value})
     if rows:
         create_table_artifact(key="vqvp-metrics", table=rows, description="metrics/*.json after this run")
-    md = ["# vqvp run", "", "| stage | status |", "|---|---|"] + [f"| {s} | done |" for s in ran]
-    create_markdown_artifact(key="vqvp-summary", markdown="\n".join(md), description="stages run")
+    md = ["# vqvp run", "", "| stage | MLflow run |", "|---|---|"]
+    runs = _stage_runs(repo)
+    md += [f"| {s} | {runs.get(s, '(up to date: no new run)')} |" for s in ran]
+    md += ["", "Browse: `mlflow ui --backend-store-uri sqlite:///mlflow.db` (or your MLFLOW_TRACKING_URI), "
+           "then `vqvp lineage RUN_ID`."]
+    create_markdown_artifact(key="vqvp-summary", markdown="\n".join(md), description="stages and their MLflow runs")
+    gallery = _gallery(Path(repo))
+    if gallery:
+        create_markdown_artifact(key="vqvp-samples", markdown=gallery, description="predicted samples")
+
+
+def _stage_runs(repo: str) -> dict[str, str]:
+    """{stage: MLflow run link} for this flow run's stage runs."""
+    from mlflow import MlflowClient
+
+    from stages.common import tracking_uri
+
+    if not flow_run.id:
+        return {}
+    with _in_repo(repo):
+        uri = tracking_uri()
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", "vqvp"))
+        if exp is None:
+            return {}
+        runs = client.search_runs([exp.experiment_id], f"tags.`vqvp.prefect_flow_run_id` = '{flow_run.id}'")
+    base = uri.rstrip("/") if uri.startswith("http") else None
+    out = {}
+    for run in runs:
+        stage, rid = run.data.tags.get("vqvp.stage"), run.info.run_id
+        out[stage] = f"[{rid}]({base}/#/experiments/{exp.experiment_id}/runs/{rid})" if base else f"`{rid}`"
+    return out
+
+
+def _gallery(repo: Path) -> str | None:
+    """A markdown list of the sampled videos with their PSNR, for the Prefect UI."""
+    stats_path, videos = repo / "data/samples/stats.json", repo / "data/samples/videos"
+    if not stats_path.exists():
+        return None
+    stats = json.loads(stats_path.read_text())
+    lines = ["# Samples", "", f"{stats['clips']} test clips, temperature {stats['temperature']}, seed {stats['seed']}: "
+             f"PSNR of frames 5-16 {stats['psnr_predicted_frames']:.2f} dB (copy-last-frame "
+             f"{stats['psnr_copy_last_frame']:.2f} dB).", "", f"Contact sheet: `{repo / 'data/samples/contact_sheet.png'}`", ""]
+    lines += [f"- `{p}` (given | predicted | ground truth)" for p in sorted(videos.glob("*.mp4"))]
+    return "\n".join(lines)
 
 
 @flow(name="vqvp-pipeline", log_prints=True)
@@ -144,9 +191,15 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
                                     {"preset": used, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
         for stage in todo:
-            repro(stage, repo, parent_run_id=run_id)
+            stage_task(stage)(stage, repo, parent_run_id=run_id)
     publish_artifacts(repo, todo)
     return todo
+
+
+def stage_task(stage: str):
+    """The repro task, tagged with the stage's name and `gpu` or `cpu`."""
+    return repro.with_options(name=f"repro-{stage}",
+                              tags={"vqvp-stage", stage, "gpu" if stage in GPU_STAGES else "cpu"})
 
 
 def _flow_tags() -> dict[str, str]:
@@ -179,6 +232,6 @@ def rerun(stage: str, downstream: bool = False, repo: str = ".") -> list[str]:
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
-        repro(stage, repo, force=True, downstream=downstream, parent_run_id=run_id)
+        stage_task(stage)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id)
     publish_artifacts(repo, ran)
     return ran

@@ -3,7 +3,9 @@
 # (see infra/README.md, "Containers without a Docker engine"). Used by tests/infra and by hand:
 #
 #   infra/podman.sh setup                  install podman/runc/debootstrap if missing (apt, as root),
-#                                          make `podman info` work, build the local base image
+#                                          write /etc/containers/containers.conf, build the base image
+#   infra/podman.sh conf                   only write /etc/containers/containers.conf (runc, cgroupfs,
+#                                          file events, ulimits the sandbox allows; old file -> .orig)
 #   infra/podman.sh base-image             build localhost/debian-base:bookworm with debootstrap
 #                                          (skipped when `podman image exists` says it is there)
 #   infra/podman.sh service-start SOCK PIDFILE
@@ -121,5 +123,5 @@ case "${1:-}" in
     service-start) shift; service_start "$@" ;;
     service-stop) shift; service_stop "$@" ;;
     check) podman info >/dev/null 2>&1 ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
