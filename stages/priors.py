@@ -67,3 +67,30 @@ def baselines(train_codes, held_codes, n_codes: int) -> dict[str, float]:
 
     return {"baseline/uniform_bits": math.log2(n_codes),
             "baseline/unigram_bits": unigram_bits(torch.from_numpy(train_codes), torch.from_numpy(held_codes), n_codes)}
+
+
+def run_prior_stage(ctx, name: str, section: str, model_cls, cfg_cls, logits_and_targets, codes_key: str,
+                    first_predicted: int) -> None:
+    """The body of train_top_prior / train_bottom_prior: train with teacher forcing, evaluate bits
+    per code on train and held-out clips against the uniform and unigram baselines, register."""
+    from stages.common import rank
+    from stages.training import finish, train
+
+    p = getattr(ctx.params, section)
+    cfg = cfg_cls.from_dict(p.model)
+    train_set, split, held = splits()
+    wrapped, trainer, final = train(ctx, name, lambda: TeacherForced(model_cls(cfg), logits_and_targets),
+                                    cfg.to_dict(), p.train, train_set, held, step_fn, INPUTS, {section})
+    if rank() != 0:
+        return
+    model, bs, n = wrapped.prior, trainer.cfg.batch_size, p.eval_clips
+    metrics = {**final, "eval/split": split,
+               "eval/train_bits_per_code": evaluate_bits(model, train_set, bs, trainer.device, logits_and_targets, n),
+               "eval/bits_per_code": evaluate_bits(model, held, bs, trainer.device, logits_and_targets, n),
+               **baselines(train_set.all(codes_key)[:, first_predicted:],
+                           held.all(codes_key)[:n, first_predicted:], cfg.n_codes)}
+    out = Path(f"models/{section}")
+    uri = finish(ctx, model, trainer, final, out, Path(f"metrics/{section}.json"), metrics, p.register_as, p.alias)
+    print(f"{name}: step {final['step']}, {split} bits/code {metrics['eval/bits_per_code']:.3f} "
+          f"(train {metrics['eval/train_bits_per_code']:.3f}; unigram {metrics['baseline/unigram_bits']:.3f}, "
+          f"uniform {metrics['baseline/uniform_bits']:.3f})" + (f"; registered as {uri}" if uri else ""))

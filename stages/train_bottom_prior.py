@@ -7,14 +7,8 @@ per code on train and held-out clips against the uniform and unigram baselines.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from stages.common import StageContext, rank, run_stage
-from stages.priors import INPUTS, TeacherForced, baselines, evaluate_bits, splits, step_fn
-from stages.training import finish, train
-
-OUT = Path("models/bottom_prior")
-METRICS = Path("metrics/bottom_prior.json")
+from stages.common import StageContext, run_stage
+from stages.priors import run_prior_stage
 
 
 def logits_and_targets(model, batch):
@@ -30,24 +24,8 @@ def logits_and_targets(model, batch):
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig
 
-    p = ctx.params.bottom_prior
-    cfg = BottomPriorConfig.from_dict(p.model)
-    train_set, split, held = splits()
-    wrapped, trainer, final = train(ctx, "train_bottom_prior", lambda: TeacherForced(BottomPrior(cfg), logits_and_targets),
-                                    cfg.to_dict(), p.train, train_set, held, step_fn, INPUTS, {"bottom_prior"})
-    model = wrapped.prior
-    if rank() != 0:
-        return
-    bs = trainer.cfg.batch_size
-    metrics = {**final, "eval/split": split,
-               "eval/train_bits_per_code": evaluate_bits(model, train_set, bs, trainer.device, logits_and_targets, p.eval_clips),
-               "eval/bits_per_code": evaluate_bits(model, held, bs, trainer.device, logits_and_targets, p.eval_clips),
-               **baselines(train_set.all("bottom")[:, cfg.n_given:], held.all("bottom")[: p.eval_clips, cfg.n_given:],
-                           cfg.n_codes)}
-    uri = finish(ctx, model, trainer, final, OUT, METRICS, metrics, p.register_as, p.alias)
-    print(f"train_bottom_prior: step {final['step']}, {split} bits/code {metrics['eval/bits_per_code']:.3f} "
-          f"(train {metrics['eval/train_bits_per_code']:.3f}; unigram {metrics['baseline/unigram_bits']:.3f}, "
-          f"uniform {metrics['baseline/uniform_bits']:.3f})" + (f"; registered as {uri}" if uri else ""))
+    run_prior_stage(ctx, "train_bottom_prior", "bottom_prior", BottomPrior, BottomPriorConfig, logits_and_targets,
+                    "bottom", BottomPriorConfig.from_dict(ctx.params.bottom_prior.model).n_given)
 
 
 def main(argv: list[str] | None = None) -> int:
