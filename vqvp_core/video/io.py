@@ -748,6 +748,7 @@ def write_video(path: str | os.PathLike, frames, fps: float) -> str:
         arr = np.pad(arr, ((0, 0), (0, arr.shape[1] % 2), (0, arr.shape[2] % 2), (0, 0)),
                      mode="edge")
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp" + ext, dir=directory)
     os.close(fd)
@@ -757,6 +758,9 @@ def write_video(path: str | os.PathLike, frames, fps: float) -> str:
             _encode_gif(tmp, arr, rate)
         else:
             _encode(tmp, fmt, codec, pix_fmt, options, arr, rate)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         try:
