@@ -37,6 +37,9 @@ class BadInputError(RuntimeError):
 
 
 def git_commit(cwd: str | Path = ".") -> str:
+    """HEAD of the checkout; in a container without .git, the commit the image was built from."""
+    if os.environ.get("VQVP_GIT_COMMIT"):
+        return os.environ["VQVP_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or "unknown"

@@ -33,7 +33,7 @@ TINY_INGEST = ["ingest.synthetic.n_videos=4", "ingest.synthetic.n_frames=16", "i
 # Top-level paths of the repository never copied into a build context (.dockerignore keeps them
 # out of the image too; skipping them here just saves copying gigabytes).
 CONTEXT_SKIP = {".git", ".venv", "data", "models", "checkpoints", "mlruns", "mlartifacts", "mlflow.db",
-                "metrics", "dvc.lock", ".pytest_cache", "build", "dist", ".prefect"}
+                ".pytest_cache", "build", "dist", ".prefect"}
 
 
 def _load(name: str) -> dict:
@@ -113,9 +113,8 @@ def test_prefect_yaml_deploys_every_stage_on_its_pool():
     spec = yaml.safe_load((INFRA / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
     dvc_stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-    planned = ["evaluate", "package_human_eval"]  # in DESIGN.md's pipeline; deployed ahead of their stages
     gpu = {"train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior", "sample", "evaluate"}
-    for stage in dict.fromkeys([*STAGES, *dvc_stages, *planned]):
+    for stage in dict.fromkeys([*STAGES, *dvc_stages, "evaluate", "package_human_eval"]):
         dep = deployments[stage.replace("_", "-")]
         assert dep["entrypoint"] == "flows/pipeline.py:pipeline"
         assert dep["parameters"]["stages"] == [stage] and dep["parameters"]["preset"] is None
@@ -132,6 +131,28 @@ def test_prefect_yaml_deploys_every_stage_on_its_pool():
     for dep in spec["deployments"]:
         fn = getattr(flows_pipeline, dep["entrypoint"].split(":")[1]).fn
         assert set(dep["parameters"]) <= set(inspect.signature(fn).parameters), dep["name"]
+
+
+def test_k8s_example_is_consistent_with_the_gpu_pool():
+    """The manifests parse, kustomization lists them all, and they define what the pool template uses."""
+    k8s = INFRA / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in k8s.glob("*.yaml")
+                                                        if p.name != "kustomization.yaml")
+    objects = {}
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((k8s / name).read_text()):
+            assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], name
+            objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    template = _load("kubernetes-gpu.json")
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert ("ConfigMap", container["envFrom"][0]["configMapRef"]["name"]) in objects
+    assert ("Secret", container["envFrom"][1]["secretRef"]["name"]) in objects
+    assert ("Namespace", template["variables"]["properties"]["namespace"]["default"]) in objects
+    worker = objects[("Deployment", "prefect-worker-gpu")]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"][worker["command"].index("--pool") + 1] == "vqvp-gpu"
+    for kind, name in [("Deployment", "prefect-server"), ("Deployment", "mlflow"), ("StatefulSet", "postgres")]:
+        assert (kind, name) in objects and ("Service", name) in objects
 
 
 def test_dockerignore_keeps_data_and_envs_out():
@@ -203,8 +224,10 @@ def image(podman, tmp_path_factory) -> str:
     context = _build_context(tmp_path_factory.mktemp("context") / "vqvp")
     cmd = [podman, "build", "-f", str(context / "infra" / "Dockerfile"), "-t", IMAGE,
            "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", "GIT_COMMIT=test"]
-    if Path("/opt/wheels").is_dir():  # the on-disk CPU torch wheel: no multi-GB CUDA download
+    if any(Path("/opt/wheels").glob("torch-*.whl")):  # an on-disk CPU torch wheel (CI): no download
         cmd += ["-v", "/opt/wheels:/opt/wheels:ro"]
+    else:  # never the multi-GB CUDA build from PyPI
+        cmd += ["--build-arg", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"]
     started = time.monotonic()
     proc = subprocess.run([*cmd, str(context)], capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, f"podman build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
@@ -324,12 +347,18 @@ def prefect_server(tmp_path):
         _stop(proc)
 
 
+@pytest.fixture
+def prefect_docker():
+    """Checked before the image, the socket and the server are set up."""
+    return pytest.importorskip("prefect_docker", reason="prefect-docker is not installed (test extra)")
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
-def test_ingest_deployment_runs_on_a_docker_work_pool(image, docker_socket, prefect_server, repo, tmp_path):
+def test_ingest_deployment_runs_on_a_docker_work_pool(prefect_docker, image, docker_socket, prefect_server, repo,
+                                                      tmp_path):
     """infra/prefect.yaml's `ingest` deployment, on pools made from infra/work-pools/, run by a
     Prefect docker worker in the vqvp image through Podman's socket, on a bind-mounted workspace."""
-    pytest.importorskip("prefect_docker", reason="prefect-docker is not installed (test extra)")
     env = dict(prefect_server)
     prefect = str(BIN / "prefect")
     # The pools, as infra/README.md creates them; the server validates each base job template.
