@@ -168,9 +168,9 @@ class TopPriorParams(_Section):
 
     model: TopPriorModelDict = Field(default_factory=_tiny_prior("vqvp_core.models.top_prior", "TopPriorConfig"))
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=300, batch_size=32, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
-        max_val_batches=4))
-    eval_clips: int = Field(64, ge=1, description="clips per split for the final bits-per-code evaluation")
+        steps=150, batch_size=8, lr=1e-3, warmup_steps=10, ckpt_every=50, val_every=50, log_every=10,
+        max_val_batches=2))  # the tiny demo's budget (about 3 minutes on 2 CPU cores)
+    eval_clips: int = Field(16, ge=1, description="clips per split for the final bits-per-code evaluation")
     register_as: str = Field("vqvp-top-prior", min_length=1)
     alias: str = Field("candidate", min_length=1)
 
@@ -181,9 +181,9 @@ class BottomPriorParams(_Section):
     model: BottomPriorModelDict = Field(
         default_factory=_tiny_prior("vqvp_core.models.bottom_prior", "BottomPriorConfig"))
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=200, batch_size=8, lr=1e-3, warmup_steps=20, ckpt_every=100, val_every=100, log_every=10,
-        max_val_batches=4))
-    eval_clips: int = Field(64, ge=1, description="clips per split for the final bits-per-code evaluation")
+        steps=100, batch_size=4, lr=1e-3, warmup_steps=10, ckpt_every=50, val_every=50, log_every=10,
+        max_val_batches=2))  # the tiny demo's budget (about 3 minutes on 2 CPU cores)
+    eval_clips: int = Field(16, ge=1, description="clips per split for the final bits-per-code evaluation")
     register_as: str = Field("vqvp-bottom-prior", min_length=1)
     alias: str = Field("candidate", min_length=1)
 
