@@ -14,7 +14,11 @@ Heavy imports (prefect, torch, mlflow) happen inside the commands that need them
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# The ephemeral Prefect server would try to phone home (and log an error on a closed network).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _add_overrides(ap: argparse.ArgumentParser) -> None:

@@ -108,7 +108,8 @@ def chain(ref: str) -> list[dict[str, Any]]:
                 "parent_run": run.data.tags.get("mlflow.parentRunId"), "inputs": []}
         for ds in run.inputs.dataset_inputs:
             try:
-                source = json.loads(ds.dataset.source).get("uri", ds.dataset.source)
+                spec = json.loads(ds.dataset.source)
+                source = spec.get("uri") or spec.get("tags", {}).get("uri") or ds.dataset.source
             except (TypeError, ValueError, AttributeError):
                 source = ds.dataset.source or ""
             item = {"name": ds.dataset.name, "digest": ds.dataset.digest, "source": source, "produced_by": None}
