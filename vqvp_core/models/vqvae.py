@@ -94,8 +94,12 @@ class VQVAEConfig:
     def tiny(cls, **overrides: Any) -> "VQVAEConfig":
         """64x64x16 clips -> bottom codes 8x16x16, top 4x8x8 (T, H, W). CPU-trainable.
 
-        The VQ-VAE-2 widths (128 / 64): ~4 M parameters, ~41 GFLOP per clip per training
-        step; smaller widths lose more PSNR than they gain in speed (see bench/vqvae.py)."""
+        The VQ-VAE-2 widths (128, 64 at the first/last layer, 64 in the residual blocks):
+        5.3 M parameters, 37 GFLOP per clip per training step (bench/vqvae.py). Measured on 2
+        Xeon (AMX) cores, batch 8: ~0.9 s/step fp32, ~0.25 s/step bf16 autocast. Halving the
+        widths (1.8 M) only cuts the bf16 step to ~0.15 s (the full-resolution layers, the
+        quantizers and the element-wise ops stay), for far less capacity; on moving digits
+        these widths reach ~25.8 dB PSNR after 1200 steps (Adam 1e-3, bf16)."""
         return cls(**{**dict(frames=16, size=64), **overrides})
 
     @classmethod
@@ -181,8 +185,12 @@ class VQVAE(nn.Module):
         self.dec = Decoder3d(2 * E, cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
                              cfg.res_channels, tuple(reversed(_BOTTOM_STRIDES)))
         if cfg.channels_last:
-            # .to(device) later keeps the format; load_state_dict copies values into it
-            self.to(memory_format=torch.channels_last_3d)
+            # .to(device) later keeps the format; load_state_dict copies values into it. 1x1x1
+            # kernels stay as they are: the same layout, but ambiguous strides that make DDP
+            # warn about gradient strides.
+            for mod in self.modules():
+                if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)) and mod.weight[0, 0].numel() > 1:
+                    mod.weight.data = mod.weight.data.contiguous(memory_format=torch.channels_last_3d)
 
     # ------------------------------------------------------------------ checks
 

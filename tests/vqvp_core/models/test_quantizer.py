@@ -12,6 +12,16 @@ import torch.multiprocessing as mp
 from vqvp_core.models.quantizer import EMAQuantizer
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is as fast as two, and immune to the OpenMP stalls (30x and
+    more) that two threads suffer when other processes share the 2 cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _q(**kw) -> EMAQuantizer:
     base = dict(n_codes=8, dim=4, init_from_data=False, restart_dead=False)
     return EMAQuantizer(**{**base, **kw})
@@ -262,6 +272,7 @@ def test_lookup_roundtrip_and_validation():
 
 def _ddp_worker(rank: int, world: int, store: str, out_dir: str, z_all: torch.Tensor,
                 kw: dict, steps: int) -> None:
+    torch.set_num_threads(1)  # two processes on two cores
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.manual_seed(100 + rank)  # different RNG per rank: broadcasts must fix that

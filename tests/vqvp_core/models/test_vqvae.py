@@ -14,6 +14,16 @@ from vqvp_core.models.vqvae import VQVAE, VQVAEConfig, clips_to_input, output_to
 SMALL = dict(first_channels=8, channels=16, res_channels=8, embed_dim=8, n_codes=32)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread is as fast as two, and immune to the OpenMP stalls (30x and
+    more) that two threads suffer when other processes share the 2 cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model(preset: str = "tiny", **kw) -> VQVAE:
     torch.manual_seed(0)
     return VQVAE(VQVAEConfig.preset(preset, **{**SMALL, **kw}))
@@ -148,7 +158,7 @@ def test_gradients_reach_every_trainable_layer():
 
 def test_a_few_steps_on_a_fixed_batch_reduce_the_loss():
     m = _model(n_codes=64).train()
-    x = _moving_square(2, 8, 32)
+    x = _moving_square(2, 8, 16)
     opt = torch.optim.Adam(m.parameters(), lr=2e-3)
     losses = []
     for _ in range(20):
@@ -238,12 +248,13 @@ def _ddp_model_worker(rank: int, world: int, store: str, out_dir: str, x: torch.
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    torch.set_num_threads(1)  # two processes on two cores
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)  # same weights on both ranks
         m = VQVAE(VQVAEConfig.tiny(**SMALL))
         torch.manual_seed(1 + rank)  # but different RNG streams: init/restarts must not diverge
-        ddp = DDP(m, broadcast_buffers=False)
+        ddp = DDP(m, forward_sync_buffers=False)  # no buffer sync: the quantizers must agree
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
         per = x.shape[0] // world
         for _ in range(2):
