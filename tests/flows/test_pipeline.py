@@ -77,4 +77,6 @@ def test_downstream_follows_the_dvc_graph():
 
     assert downstream_of("ingest") == list(STAGES)
     assert downstream_of("train_vqvae") == list(STAGES[1:])
-    assert downstream_of("train_top_prior") == ["train_top_prior"]  # the bottom prior does not read it
+    # the bottom prior does not read the top prior's model; sampling and what follows it do
+    assert downstream_of("train_top_prior") == ["train_top_prior", "sample", "evaluate", "package_human_eval"]
+    assert downstream_of("evaluate") == ["evaluate"]
