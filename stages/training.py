@@ -68,6 +68,10 @@ def data_digest(path: Path, lock_file: str | Path = "dvc.lock") -> str:
 
 def log_dataset(ctx: StageContext, path: Path, context: str = "training") -> None:
     """Record an input folder as the run's dataset input, its DVC md5 as the digest."""
+    from stages.common import BadInputError
+
+    if not path.exists():
+        raise BadInputError(f"{path} not found: run the stage that writes it first (see dvc.yaml)")
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 

@@ -49,7 +49,7 @@ def test_train_then_extract(workdir):
 
 def test_extract_without_model_is_a_clear_error(workdir, capsys):
     assert extract_latents.main(args()) == 3
-    assert "models/vqvae/model.pt not found" in capsys.readouterr().err
+    assert "models/vqvae not found: run the stage that writes it first" in capsys.readouterr().err
 
 
 def _stage_cmd(name: str, argv: list[str]) -> list[str]:
