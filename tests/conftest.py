@@ -34,7 +34,7 @@ SMALL_MODEL = [
 
 # A handful of steps for every training stage.
 FAST_TRAIN = [f"{s}.train.{k}={v}" for s in ("vqvae", "top_prior", "bottom_prior")
-              for k, v in dict(steps=2, batch_size=2, ckpt_every=2, val_every=2, log_every=1).items()] + [
+              for k, v in dict(steps=2, batch_size=2, ckpt_every=2, val_every=2, log_every=1, precision="fp32").items()] + [
     "vqvae.eval_clips=4", "vqvae.log_videos=1", "top_prior.eval_clips=4", "bottom_prior.eval_clips=4"]
 FAST = TINY_INGEST + SMALL_MODEL + FAST_TRAIN
 

@@ -11,7 +11,7 @@ def args(*overrides: str) -> list[str]:
 
 def train_args(steps=4, section="vqvae", **extra) -> list[str]:
     over = [f"{section}.train.steps={steps}", f"{section}.train.batch_size=2", f"{section}.train.ckpt_every=2",
-            f"{section}.train.val_every=2", f"{section}.train.log_every=1"]
+            f"{section}.train.val_every=2", f"{section}.train.log_every=1", f"{section}.train.precision=fp32"]
     over += ["vqvae.eval_clips=4", "vqvae.log_videos=2"] if section == "vqvae" else [f"{section}.eval_clips=4"]
     return args(*over, *[f"{section}.train.{k}={v}" for k, v in extra.items()])
 
