@@ -483,7 +483,9 @@ def test_write_video_is_atomic(tmp_path, monkeypatch):
         Path(tmp).write_bytes(b"half a video")
         raise RuntimeError("killed mid-write")
 
-    monkeypatch.setattr(vio, "_encode", boom)
+    import vqvp_core.video.write as vwrite
+
+    monkeypatch.setattr(vwrite, "_encode", boom)
     with pytest.raises(RuntimeError):
         write_video(target, _smooth_clip(t=2), fps=4)
     assert target.read_bytes() == b"previous content"
