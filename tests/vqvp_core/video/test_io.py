@@ -453,10 +453,11 @@ def test_write_video_round_trip(tmp_path, ext, tol):
 
 def test_write_video_same_frames_same_bytes(tmp_path):
     frames = _smooth_clip(t=4)
+    # x264 with macroblock-tree rate control differed in a few of 40 encodes: encode often.
     for ext in (".mp4", ".webm", ".gif"):
-        a = Path(write_video(tmp_path / f"a{ext}", frames, fps=10)).read_bytes()
-        b = Path(write_video(tmp_path / f"b{ext}", frames, fps=10)).read_bytes()
-        assert a == b, ext
+        outs = {Path(write_video(tmp_path / f"{i}{ext}", frames, fps=10)).read_bytes()
+                for i in range(8)}
+        assert len(outs) == 1, ext
 
 
 def test_fixture_writers_are_deterministic(tmp_path):
