@@ -41,12 +41,24 @@ def _check_params(preset: str | None, overrides: list[str]) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _add_gpu_slots(parser) -> None:
+    parser.add_argument("--gpu-slots", type=_positive_int, default=None, metavar="N",
+                        help="GPU stages allowed to run at once (the Prefect concurrency limit on the "
+                             "`gpu` tag); default: keep the limit in force, or create it with 1")
+
+
 def cmd_run(args) -> int:
     if _check_params(args.preset, args.overrides):
         return 2
     from flows.pipeline import pipeline
 
-    ran = pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo)
+    ran = pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo, gpu_slots=args.gpu_slots)
     _print_where(ran)
     return 0
 
@@ -54,7 +66,7 @@ def cmd_run(args) -> int:
 def cmd_rerun(args) -> int:
     from flows.pipeline import rerun
 
-    ran = rerun(stage=args.stage, downstream=args.downstream, repo=args.repo)
+    ran = rerun(stage=args.stage, downstream=args.downstream, repo=args.repo, gpu_slots=args.gpu_slots)
     _print_where(ran)
     return 0
 
@@ -102,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rewrite params.yaml from this preset first (default: use params.yaml as it is)")
     _add_overrides(run)
     run.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
+    _add_gpu_slots(run)
 
     rerun = sub.add_parser("rerun", help="force one stage (or it and everything after it) through Prefect + DVC")
     rerun.add_argument("stage", choices=STAGES)
     rerun.add_argument("--downstream", action="store_true", help="also every stage after it")
     rerun.add_argument("--repo", default=".")
+    _add_gpu_slots(rerun)
 
     stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
     stage.add_argument("stage", help=f"one of: {', '.join(STAGES)}")

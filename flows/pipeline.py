@@ -27,9 +27,11 @@ from vqvp_core.atomic import write_text
 from vqvp_core.config import PARAMS_FILE, apply_overrides, dump_params, load_params, preset_dict, validate
 
 PERMANENT_EXIT_CODES = (EXIT_BAD_PARAMS, EXIT_BAD_INPUT)  # bad params or data: a retry cannot help
-# Stages that want an accelerator: their tasks carry the `gpu` tag, so a Prefect tag concurrency
-# limit (`prefect concurrency-limit create gpu 1`) keeps them from sharing one GPU, and the GPU
-# work pool's deployments (infra/prefect.yaml) pick them up.
+# Stages that want an accelerator: their tasks carry the `gpu` tag, and every flow makes sure
+# a Prefect tag concurrency limit on it exists (1 slot unless told otherwise), so that runs
+# sharing a workspace or a machine never put two GPU stages on one GPU at once. The GPU work
+# pool's deployments (infra/prefect.yaml) pick them up.
+GPU_TAG = "gpu"
 GPU_STAGES = ("train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior", "sample", "evaluate")
 
 
@@ -106,6 +108,26 @@ def _in_repo(repo: str):
         os.chdir(old)
 
 
+@task(retries=2, retry_delay_seconds=5)
+def ensure_gpu_limit(slots: int | None = None) -> int:
+    """The `gpu` tag's concurrency limit: set to `slots` when given; else created with 1 slot
+    if missing, and left as an administrator set it if present. Returns the limit in force."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    if slots is not None and slots < 1:
+        raise ValueError(f"gpu_slots must be >= 1, got {slots}")
+    with get_client(sync_client=True) as client:
+        if slots is None:
+            try:
+                return client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit
+            except ObjectNotFound:
+                slots = 1
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)  # create or update
+    get_run_logger().info("GPU stages limited to %d at a time (tag %r)", slots, GPU_TAG)
+    return slots
+
+
 @task
 def write_params(repo: str, preset: str | None, overrides: list[str]) -> str:
     """Validate the run's params before any stage starts, then write them to params.yaml."""
@@ -180,10 +202,11 @@ def _gallery(repo: Path) -> str | None:
 
 @flow(name="vqvp-pipeline", log_prints=True)
 def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, repo: str = ".",
-             stages: list[str] | None = None) -> list[str]:
+             stages: list[str] | None = None, gpu_slots: int | None = None) -> list[str]:
     """The end-to-end pipeline: params first (validated), then every stage in order."""
     overrides, repo = list(overrides or []), str(Path(repo).resolve())
     used = write_params(repo, preset, overrides)
+    ensure_gpu_limit(gpu_slots)
     todo = list(stages or STAGES)
     unknown = [s for s in todo if s not in STAGES]
     if unknown:
@@ -199,7 +222,7 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
 def stage_task(stage: str):
     """The repro task, tagged with the stage's name and `gpu` or `cpu`."""
     return repro.with_options(name=f"repro-{stage}",
-                              tags={"vqvp-stage", stage, "gpu" if stage in GPU_STAGES else "cpu"})
+                              tags={"vqvp-stage", stage, GPU_TAG if stage in GPU_STAGES else "cpu"})
 
 
 def _flow_tags() -> dict[str, str]:
@@ -225,10 +248,11 @@ def downstream_of(stage: str, repo: str = ".") -> list[str]:
 
 
 @flow(name="vqvp-rerun", log_prints=True)
-def rerun(stage: str, downstream: bool = False, repo: str = ".") -> list[str]:
+def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int | None = None) -> list[str]:
     """Force one stage (or it and everything after it) to run again through DVC."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
+    ensure_gpu_limit(gpu_slots)
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:

@@ -30,6 +30,10 @@ EXPERIMENT = "vqvp"
 # Set by the Prefect flow so that stage runs nest under the flow's parent run.
 ENV_PARENT_RUN = "VQVP_PARENT_RUN_ID"
 ENV_FLOW_RUN = "VQVP_FLOW_RUN_ID"
+# Processes per machine for the training stages: an integer, or `gpu` (one per visible GPU).
+# Above 1, `vqvp stage train_*` relaunches itself under torchrun, so `dvc repro`, `vqvp run`
+# and a GPU work pool's job (which sets this variable) train on every GPU of the machine.
+ENV_NPROC = "VQVP_NPROC_PER_NODE"
 
 
 class BadInputError(RuntimeError):
@@ -115,11 +119,39 @@ def mlflow_run(name: str, params: Params, section: str) -> Iterator[Any]:
         yield mlflow
 
 
+def nproc_per_node(env: dict[str, str] | None = None) -> int:
+    """The process count asked for by VQVP_NPROC_PER_NODE (1 when unset)."""
+    value = (os.environ if env is None else env).get(ENV_NPROC, "").strip().lower()
+    if not value:
+        return 1
+    if value == "gpu":
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{ENV_NPROC} = {value!r}: expected a whole number >= 1 or 'gpu'")
+    return int(value)
+
+
+def relaunch_under_torchrun(name: str, argv: list[str] | None, nproc: int) -> int:
+    """Run this stage again as `nproc` DDP processes (torchrun --standalone); its exit code.
+
+    A worker's failure makes torchrun exit 1 (so the flow retries it); bad params never get here."""
+    rest = list(sys.argv[1:] if argv is None else argv)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "flows.cli", "stage", name, *rest]
+    print(f"vqvp stage {name}: {nproc} processes under torchrun ({ENV_NPROC})", file=sys.stderr, flush=True)
+    return subprocess.run(cmd).returncode
+
+
 def run_stage(name: str, argv: list[str] | None, description: str,
               body: Callable[[StageContext, argparse.Namespace], None],
               configure: Callable[[argparse.ArgumentParser], None] | None = None,
-              section: str | None = None) -> int:
-    """Run a stage body; `section` is its params.yaml section (default: the stage's name)."""
+              section: str | None = None, distributed: bool = False) -> int:
+    """Run a stage body; `section` is its params.yaml section (default: the stage's name).
+
+    `distributed` stages (training) relaunch themselves under torchrun when VQVP_NPROC_PER_NODE
+    asks for more than one process, after their params have been validated."""
     ap = parser(name, description)
     if configure:
         configure(ap)
@@ -127,9 +159,12 @@ def run_stage(name: str, argv: list[str] | None, description: str,
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         params = load_params(args.params, args.overrides)
+        nproc = nproc_per_node() if distributed and "LOCAL_RANK" not in os.environ else 1
     except ConfigError as exc:
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
+    if nproc > 1:
+        return relaunch_under_torchrun(name, argv, nproc)
     try:
         with mlflow_run(name, params, section or name) as mlflow:
             body(StageContext(name, params, mlflow), args)

@@ -29,7 +29,8 @@ def _body(ctx: StageContext, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("train_bottom_prior", argv, __doc__.splitlines()[0], _body, section="bottom_prior")
+    return run_stage("train_bottom_prior", argv, __doc__.splitlines()[0], _body, section="bottom_prior",
+                     distributed=True)
 
 
 if __name__ == "__main__":

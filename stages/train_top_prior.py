@@ -23,7 +23,8 @@ def _body(ctx: StageContext, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("train_top_prior", argv, __doc__.splitlines()[0], _body, section="top_prior")
+    return run_stage("train_top_prior", argv, __doc__.splitlines()[0], _body, section="top_prior",
+                     distributed=True)
 
 
 if __name__ == "__main__":

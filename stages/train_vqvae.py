@@ -110,7 +110,8 @@ def _body(ctx: StageContext, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("train_vqvae", argv, __doc__.splitlines()[0], _body, section="vqvae")
+    return run_stage("train_vqvae", argv, __doc__.splitlines()[0], _body, section="vqvae",
+                     distributed=True)
 
 
 if __name__ == "__main__":

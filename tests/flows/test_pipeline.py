@@ -14,8 +14,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    # a task waiting for a tag concurrency slot retries after this long (Prefect's default: 30 s)
+    os.environ["PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS"] = "1"
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+    finally:
+        os.environ.pop("PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", None)
 
 
 def test_flow_runs_stages_through_dvc(prefect_api, repo):
@@ -28,13 +33,48 @@ def test_flow_runs_stages_through_dvc(prefect_api, repo):
     assert "ingest.synthetic.n_videos" not in (repo / "params.yaml").read_text()  # written as YAML sections
     assert "n_videos: 6" in (repo / "params.yaml").read_text()
     assert (repo / "dvc.lock").exists()
+    assert gpu_limit() == 1  # created by the flow
     check_lineage()
     # rerun forces the stage again; its outputs are byte-identical, so nothing after it is stale
     lock = (repo / "dvc.lock").read_text()
     assert rerun(stage="ingest", repo=str(repo)) == ["ingest"]
     assert (repo / "dvc.lock").read_text() == lock
     # --downstream: it and everything after it run again
-    assert rerun(stage="train_vqvae", downstream=True, repo=str(repo)) == list(STAGES[1:])
+    assert rerun(stage="train_vqvae", downstream=True, repo=str(repo), gpu_slots=2) == list(STAGES[1:])
+    assert gpu_limit() == 2
+    rerun(stage="package_human_eval", repo=str(repo))
+    assert gpu_limit() == 2  # an existing limit is left as it is
+
+
+def gpu_limit() -> int:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_concurrency_limit_by_tag("gpu").concurrency_limit
+
+
+def test_gpu_stage_tasks_wait_for_the_gpu_limit(prefect_api):
+    """Two GPU-tagged tasks submitted at once run one after the other under a 1-slot limit."""
+    import time
+
+    from prefect import flow, task
+
+    from flows.pipeline import GPU_TAG, ensure_gpu_limit
+
+    @task(tags=[GPU_TAG])
+    def hold() -> tuple[float, float]:
+        start = time.monotonic()
+        time.sleep(1.0)
+        return start, time.monotonic()
+
+    @flow
+    def two_at_once():
+        ensure_gpu_limit(1)
+        futures = [hold.submit() for _ in range(2)]
+        return [f.result() for f in futures]
+
+    (a0, a1), (b0, b1) = sorted(two_at_once())
+    assert b0 >= a1 - 0.05  # never overlapped
 
 
 def check_lineage():

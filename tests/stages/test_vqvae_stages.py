@@ -1,5 +1,6 @@
 """train_vqvae and extract_latents as dvc.yaml runs them: outs, MLflow, resume after a kill, DDP."""
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -91,13 +92,37 @@ def test_changed_params_start_fresh(workdir, caplog):
 
 
 @pytest.mark.integration
-def test_ddp_two_processes_with_torchrun(workdir):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(BIN / "vqvp"), "stage", "train_vqvae", *train_args(steps=2)]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+@pytest.mark.parametrize("launch", ["torchrun", "env"])
+def test_ddp_two_processes_with_torchrun(workdir, launch):
+    """Under torchrun by hand, or by `vqvp stage` itself when VQVP_NPROC_PER_NODE=2 (as dvc.yaml
+    and the flow run it)."""
+    stage = [str(BIN / "vqvp"), "stage", "train_vqvae", *train_args(steps=2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if launch == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *stage]
+    else:
+        cmd, env["VQVP_NPROC_PER_NODE"] = stage, "2"
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    if launch == "env":
+        assert "2 processes under torchrun" in proc.stderr
+    assert json.loads((workdir / "metrics/vqvae.json").read_text())["world_size"] == 2
     assert torch.load(workdir / "models/vqvae/model.pt", weights_only=True)["step"] == 2
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("vqvp").experiment_id],
                               "tags.`vqvp.stage` = 'train_vqvae'")
     assert len(runs) == 1  # rank 0 alone records the run
+
+
+@pytest.mark.parametrize("value, expected", [("", 1), ("1", 1), ("3", 3), (" GPU ", None)])
+def test_nproc_per_node_from_env(value, expected):
+    from stages.common import ENV_NPROC, nproc_per_node
+
+    assert nproc_per_node({ENV_NPROC: value}) == (expected or max(torch.cuda.device_count(), 1))
+
+
+def test_bad_nproc_fails_as_bad_params_before_work(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("VQVP_NPROC_PER_NODE", "two")
+    assert train_vqvae.main(train_args()) == 2
+    assert "VQVP_NPROC_PER_NODE = 'two'" in capsys.readouterr().err
+    assert not (workdir / "models/vqvae").exists()

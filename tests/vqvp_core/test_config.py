@@ -68,6 +68,8 @@ def test_missing_file_means_defaults(tmp_path):
     ("ingest.synthetic.objects=[3, 1]", "ingest.synthetic", "min 3 must be <= max 1"),
     ("ingest.extensions=[mp4]", "ingest.extensions", "must start with '.'"),
     ("vqvae.model.channels=-1", "vqvae.model", "VQVAEConfig.channels must be a positive integer, got -1"),
+    ("vqvae.model.restart_sampling=worst", "vqvae.model",
+     "VQVAEConfig.restart_sampling must be 'uniform' or 'error', got 'worst'"),
     ("vqvae.model.chanels=8", "vqvae.model", "unknown VQVAEConfig keys ['chanels']"),
     ("vqvae.train.lr=0", "vqvae.train", "TrainConfig.lr = 0"),
     ("vqvae.train.schedule=step", "vqvae.train", "TrainConfig.schedule"),

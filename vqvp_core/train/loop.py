@@ -131,7 +131,7 @@ class Trainer:
                 dd.cleanup()
 
     def final_metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {"step": self.step}
+        out: dict[str, float] = {"step": self.step, "world_size": self.dist.world_size}
         for split in ("train", "val"):
             out.update({f"{split}/{k}": v for k, v in self.metrics[split].items()})
         return out

@@ -181,6 +181,38 @@ def test_dead_codes_restart_onto_batch_vectors(threshold):
     assert int(out2.stats.restarted) == 0
 
 
+def test_error_weighted_restarts_land_on_badly_coded_vectors():
+    torch.manual_seed(0)
+    K, D = 8, 4
+    q = _q(n_codes=K, dim=D, restart_dead=True, restart_sampling="error", decay=0.9)
+    e = torch.randn(K, D)
+    e[4:] += 1000.0  # codes 4..7 are dead
+    _set_codebook(q, e, torch.tensor([50.0] * 4 + [0.1] * 4))
+    good = e[:4].repeat(250, 1)  # 1000 vectors sitting on the live codes
+    far = e[0] + 30.0 + torch.randn(4, D)  # 4 vectors no code fits
+    z = torch.cat([good, far]).reshape(-1, D, 1, 1, 1)
+    q.train()(z)
+    # each dead code now sits on one of the 4 badly coded vectors (uniform draws: on `good`)
+    assert _rows_in(q.codebook[4:], far).all()
+    assert len({tuple(r.tolist()) for r in q.codebook[4:]}) == 4
+
+
+def test_uniform_restarts_draw_from_the_whole_batch():
+    torch.manual_seed(0)
+    q = _q(n_codes=8, dim=4, restart_dead=True, restart_sampling="uniform", decay=0.9)
+    e = torch.randn(8, 4)
+    e[4:] += 1000.0
+    _set_codebook(q, e, torch.tensor([50.0] * 4 + [0.1] * 4))
+    z = torch.cat([e[:4].repeat(250, 1), e[0] + 30.0 + torch.randn(4, 4)]).reshape(-1, 4, 1, 1, 1)
+    q.train()(z)
+    assert _rows_in(q.codebook[4:], e[:4]).all()  # 1000 of 1004 vectors are the live codes
+
+
+def test_bad_restart_sampling():
+    with pytest.raises(ValueError, match="restart_sampling must be 'uniform' or 'error', got 'worst'"):
+        _q(restart_sampling="worst")
+
+
 def test_no_restart_when_disabled():
     q = _q(restart_dead=False, n_codes=8)
     e = torch.randn(8, 4)
