@@ -287,7 +287,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                    # if synthetic data is used at 256x256, keep motion the same relative to the frame
                    "synthetic": {"speed": (2.0, 12.0)}},
         # the paper: batch 16, 1M iterations (section 4); widths from VQVAEConfig.paper()
-        "vqvae": {"model": {"first_channels": 128, "channels": 256, "res_channels": 128, "size": 256},
+        "vqvae": {"model": {"first_channels": 128, "channels": 256, "res_channels": 128, "size": 256,
+                            "decay": 0.99},  # VQ-VAE-2's EMA decay for long runs
                   "train": {"steps": 1_000_000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 1000,
                             "ckpt_every": 5000, "val_every": 5000, "log_every": 100, "max_val_batches": 16}},
     },

@@ -54,7 +54,11 @@ class VQVAEConfig:
     embed_dim: int = 64  # code vector size, both levels (VQ-VAE-2: 64)
     n_codes: int = 512  # codes per level (the paper: 512, one codebook per level)
     beta: float = 0.25  # commitment weight (VQ-VAE, VQ-VAE-2)
-    decay: float = 0.99  # EMA decay gamma of the codebooks (VQ-VAE-2)
+    # EMA decay gamma of the codebooks. VQ-VAE-2 uses 0.99 (the `paper` preset does); on the
+    # tiny preset's 900 steps the encoder moves fast and a codebook averaging over ~100 steps
+    # lags it. Measured there (900 bf16 steps; held-out PSNR, top / bottom codes in use):
+    # 0.99 -> 27.8 dB, 98% / 86%; 0.95 -> 28.1 dB, 87% / 88%.
+    decay: float = 0.95
     eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
     init_from_data: bool = True  # codebooks start as random encoder outputs of batch 1
     restart_dead: bool = True  # codes whose EMA count < dead_threshold jump onto batch vectors
@@ -115,7 +119,8 @@ class VQVAEConfig:
 
         Twice the VQ-VAE-2 widths: Kinetics is far more varied than the synthetic clips and
         the paper does not give its widths."""
-        base = dict(first_channels=128, channels=256, res_channels=128, frames=16, size=256)
+        base = dict(first_channels=128, channels=256, res_channels=128, frames=16, size=256,
+                    decay=0.99)
         return cls(**{**base, **overrides})
 
     @classmethod

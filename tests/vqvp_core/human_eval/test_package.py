@@ -123,6 +123,7 @@ def test_sides_balanced_and_deterministic_for_a_seed(tmp_path, n):
     s3 = build_package(tmp_path / "s3", *args, seed=8, **kw)
     assert s1["a_left"] in (n // 2, (n + 1) // 2)
     assert _sides(tmp_path / "s1") == _sides(tmp_path / "s2")
+    assert s2["a_left"] == s1["a_left"]
     assert (tmp_path / "s1" / "pairs.json").read_bytes() == (tmp_path / "s2" / "pairs.json").read_bytes()
     assert load_pairs(tmp_path / "s1") != load_pairs(tmp_path / "s3")  # other tokens
     assert s3["a_left"] in (n // 2, (n + 1) // 2)
