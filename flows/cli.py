@@ -47,6 +47,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _add_flow_options(parser) -> None:
+    _add_gpu_slots(parser)
+    parser.add_argument("--dvc-remote", action="store_true",
+                        help="each stage pulls its missing inputs from the DVC remote first and pushes "
+                             "its outputs after (for stages that run on separate machines)")
+
+
 def _add_gpu_slots(parser) -> None:
     parser.add_argument("--gpu-slots", type=_positive_int, default=None, metavar="N",
                         help="GPU stages allowed to run at once (the Prefect concurrency limit on the "
@@ -58,7 +65,8 @@ def cmd_run(args) -> int:
         return 2
     from flows.pipeline import pipeline
 
-    ran = pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo, gpu_slots=args.gpu_slots)
+    ran = pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo, gpu_slots=args.gpu_slots,
+                   remote=args.dvc_remote)
     _print_where(ran)
     return 0
 
@@ -66,7 +74,8 @@ def cmd_run(args) -> int:
 def cmd_rerun(args) -> int:
     from flows.pipeline import rerun
 
-    ran = rerun(stage=args.stage, downstream=args.downstream, repo=args.repo, gpu_slots=args.gpu_slots)
+    ran = rerun(stage=args.stage, downstream=args.downstream, repo=args.repo, gpu_slots=args.gpu_slots,
+                remote=args.dvc_remote)
     _print_where(ran)
     return 0
 
@@ -114,13 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rewrite params.yaml from this preset first (default: use params.yaml as it is)")
     _add_overrides(run)
     run.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
-    _add_gpu_slots(run)
+    _add_flow_options(run)
 
     rerun = sub.add_parser("rerun", help="force one stage (or it and everything after it) through Prefect + DVC")
     rerun.add_argument("stage", choices=STAGES)
     rerun.add_argument("--downstream", action="store_true", help="also every stage after it")
     rerun.add_argument("--repo", default=".")
-    _add_gpu_slots(rerun)
+    _add_flow_options(rerun)
 
     stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
     stage.add_argument("stage", help=f"one of: {', '.join(STAGES)}")

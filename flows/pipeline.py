@@ -66,35 +66,47 @@ def _transient(task, task_run, state) -> bool:
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, tags=["vqvp-stage"])
 def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = False,
-          parent_run_id: str | None = None) -> str:
+          parent_run_id: str | None = None, remote: bool = False) -> str:
     """Run one stage through DVC (`dvc repro -s STAGE`), streaming its output to the flow log;
-    then tag its MLflow run with the md5s DVC recorded in dvc.lock."""
+    then tag its MLflow run with the md5s DVC recorded in dvc.lock.
+
+    `remote`: for stages that run on separate machines (one checkout each), pull the stage's
+    missing inputs from the DVC remote first (`dvc repro --pull`) and push its outputs after
+    (`dvc push STAGE`), so that the next stage, wherever it runs, finds them."""
     logger = get_run_logger()
-    cmd = [_dvc(), "repro"] + (["--force"] if force else [])
+    cmd = [_dvc(), "repro"] + (["--force"] if force else []) + (["--pull"] if remote else [])
     cmd += ["--downstream", stage] if downstream else ["--single-item", stage]
-    logger.info("running %s", " ".join(cmd))
+    ran = downstream_of(stage, repo) if downstream else [stage]
     lock = Path(repo) / ".dvc" / "tmp" / "vqvp-flow.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     with FileLock(str(lock)):
-        proc = subprocess.Popen(cmd, cwd=repo, env=_env(parent_run_id), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            # a progress bar redraws with '\r': log only its latest state, once per line
-            line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1].strip()
-            if line:
-                lines.append(line)
-                logger.info("%s | %s", stage, line)
-        code = proc.wait()
+        code = _stream(cmd, repo, _env(parent_run_id), stage, lines)
+        if code == 0 and remote:
+            code = _stream([_dvc(), "push", *ran], repo, _env(parent_run_id), stage, lines)
     if code != 0:
         found = re.findall(r"exited with (\d+)", "\n".join(lines))
         raise StageFailed(stage, int(found[-1]) if found else code, "\n".join(lines[-30:]))
     if flow_run.id:
-        for name in (downstream_of(stage, repo) if downstream else [stage]):
+        for name in ran:
             with _in_repo(repo):
                 tag_stage_run(name, str(flow_run.id), flow_run.ui_url, repo)
     return "\n".join(lines)
+
+
+def _stream(cmd: list[str], repo: str, env: dict[str, str], stage: str, lines: list[str]) -> int:
+    """Run cmd in repo, each output line to the flow log (and to `lines`); its exit code."""
+    logger = get_run_logger()
+    logger.info("running %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        # a progress bar redraws with '\r': log only its latest state, once per line
+        line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1].strip()
+        if line:
+            lines.append(line)
+            logger.info("%s | %s", stage, line)
+    return proc.wait()
 
 
 @contextlib.contextmanager
@@ -202,8 +214,10 @@ def _gallery(repo: Path) -> str | None:
 
 @flow(name="vqvp-pipeline", log_prints=True)
 def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, repo: str = ".",
-             stages: list[str] | None = None, gpu_slots: int | None = None) -> list[str]:
-    """The end-to-end pipeline: params first (validated), then every stage in order."""
+             stages: list[str] | None = None, gpu_slots: int | None = None,
+             remote: bool = False) -> list[str]:
+    """The end-to-end pipeline: params first (validated), then every stage in order; `remote`:
+    each stage pulls its inputs from the DVC remote and pushes its outputs (see `repro`)."""
     overrides, repo = list(overrides or []), str(Path(repo).resolve())
     used = write_params(repo, preset, overrides)
     ensure_gpu_limit(gpu_slots)
@@ -214,7 +228,7 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
                                     {"preset": used, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
         for stage in todo:
-            stage_task(stage)(stage, repo, parent_run_id=run_id)
+            stage_task(stage)(stage, repo, parent_run_id=run_id, remote=remote)
     publish_artifacts(repo, todo)
     return todo
 
@@ -248,7 +262,8 @@ def downstream_of(stage: str, repo: str = ".") -> list[str]:
 
 
 @flow(name="vqvp-rerun", log_prints=True)
-def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int | None = None) -> list[str]:
+def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int | None = None,
+          remote: bool = False) -> list[str]:
     """Force one stage (or it and everything after it) to run again through DVC."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
@@ -256,6 +271,6 @@ def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int 
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
-        stage_task(stage)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id)
+        stage_task(stage)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id, remote=remote)
     publish_artifacts(repo, ran)
     return ran

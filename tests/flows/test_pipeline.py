@@ -120,3 +120,38 @@ def test_downstream_follows_the_dvc_graph():
     # the bottom prior does not read the top prior's model; sampling and what follows it do
     assert downstream_of("train_top_prior") == ["train_top_prior", "sample", "evaluate", "package_human_eval"]
     assert downstream_of("evaluate") == ["evaluate"]
+
+
+def test_stages_on_two_machines_meet_through_the_dvc_remote(prefect_api, repo, tmp_path, monkeypatch):
+    """Machine A ingests and pushes; machine B (a clone with no data, no cache) trains the VQ-VAE
+    from what it pulls and pushes the model; a third checkout pulls that model."""
+    import uuid
+
+    import s3fs
+
+    from tests.conftest import BIN, run
+    from tests.s3server import moto_s3
+
+    dvc = str(BIN / "dvc")
+    with moto_s3(monkeypatch) as endpoint:
+        bucket = f"dvc-{uuid.uuid4().hex[:8]}"
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing", secret="testing").mkdir(bucket)
+        run([dvc, "remote", "add", "-d", "storage", f"s3://{bucket}/store"], repo)
+        run([dvc, "remote", "modify", "storage", "endpointurl", endpoint], repo)
+        assert pipeline(preset="tiny", overrides=FAST, repo=str(repo), stages=["ingest"], remote=True) == ["ingest"]
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "-q", "-m", "ingest"], repo)
+
+        b = tmp_path / "machine-b"
+        run(["git", "clone", "-q", str(repo), str(b)], tmp_path)
+        assert not (b / "data/clips").exists()
+        assert pipeline(preset=None, repo=str(b), stages=["train_vqvae"], remote=True) == ["train_vqvae"]
+        assert (b / "data/clips/manifest.parquet").exists()  # pulled, not made again
+        trained = (b / "models/vqvae/model.pt").read_bytes()
+        run(["git", "add", "-A"], b)  # dvc.lock and metrics/; data and models are git-ignored outs
+        run(["git", "commit", "-q", "-m", "train_vqvae"], b)
+
+        c = tmp_path / "machine-c"
+        run(["git", "clone", "-q", str(b), str(c)], tmp_path)
+        run([dvc, "pull", "train_vqvae"], c)
+        assert (c / "models/vqvae/model.pt").read_bytes() == trained
