@@ -73,7 +73,6 @@ def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = F
     `remote`: for stages that run on separate machines (one checkout each), pull the stage's
     missing inputs from the DVC remote first (`dvc repro --pull`) and push its outputs after
     (`dvc push STAGE`), so that the next stage, wherever it runs, finds them."""
-    logger = get_run_logger()
     cmd = [_dvc(), "repro"] + (["--force"] if force else []) + (["--pull"] if remote else [])
     cmd += ["--downstream", stage] if downstream else ["--single-item", stage]
     ran = downstream_of(stage, repo) if downstream else [stage]
