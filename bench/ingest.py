@@ -26,7 +26,7 @@ import av  # noqa: E402
 from vqvp_core.config import IngestParams  # noqa: E402
 from vqvp_core.data.ingest import run_ingest  # noqa: E402
 from vqvp_core.data.synthetic import SyntheticConfig, generate_video  # noqa: E402
-from vqvp_core.video.io import write_video  # noqa: E402
+from vqvp_core.video.write import write_video  # noqa: E402
 
 
 def bare_decode(path: str) -> int:

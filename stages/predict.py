@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vqvp_core.sampling.predict import Predictor
     from vqvp_core.train.loop import resolve_device
-    from vqvp_core.video.io import write_video
+    from vqvp_core.video.write import write_video
     from vqvp_core.viz import hold, mark, side_by_side
 
     with tempfile.TemporaryDirectory() as tmp:

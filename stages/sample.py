@@ -24,7 +24,7 @@ GIVEN = 4
 
 
 def write_videos(folder: Path, clips, preds, ids, fps: float) -> None:
-    from vqvp_core.video.io import write_video
+    from vqvp_core.video.write import write_video
     from vqvp_core.viz import hold, mark, side_by_side
 
     folder.mkdir(parents=True, exist_ok=True)

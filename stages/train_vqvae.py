@@ -79,7 +79,7 @@ def log_reconstructions(ctx: StageContext, clips, recon, fps: float) -> None:
     """original | reconstruction, side by side: a PNG contact sheet and an mp4 per clip."""
     import torch
 
-    from vqvp_core.video.io import write_video
+    from vqvp_core.video.write import write_video
     from vqvp_core.viz import contact_sheet, save_png
 
     pairs = torch.cat([clips, recon], dim=3).numpy()  # (N, T, H, 2W, 3)

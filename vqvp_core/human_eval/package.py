@@ -206,7 +206,7 @@ def build_package(
     a_left = rng.permutation(a_left)
     tokens = _tokens(rng, 2 * n)
 
-    from vqvp_core.video.io import write_video
+    from vqvp_core.video.write import write_video
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     pairs, key = [], {}

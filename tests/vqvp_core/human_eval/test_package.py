@@ -201,7 +201,7 @@ def test_failure_leaves_nothing_and_rebuild_replaces(tmp_path, monkeypatch):
     build_package(out, *args, names=("a", "b"), formats=("gif",), seed=1)
     before = (out / "key.json").read_bytes()
 
-    import vqvp_core.video.io as vio
+    import vqvp_core.video.write as vio
     real, calls = vio.write_video, []
 
     def flaky(path, frames, fps):

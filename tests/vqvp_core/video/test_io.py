@@ -20,8 +20,8 @@ from vqvp_core.video.io import (
     iter_windows,
     probe,
     read_clips,
-    write_video,
 )
+from vqvp_core.video.write import write_video
 from vqvp_core.video.transform import (
     apply_orientation,
     center_crop,
