@@ -23,3 +23,17 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def dvc_s3_remote(repo, endpoint: str) -> None:
+    """Make a fresh bucket on `endpoint` the default DVC remote of the git + DVC repo `repo`."""
+    import uuid
+
+    import s3fs
+
+    from tests.conftest import BIN, run
+
+    bucket = f"dvc-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing", secret="testing").mkdir(bucket)
+    run([str(BIN / "dvc"), "remote", "add", "-d", "storage", f"s3://{bucket}/store"], repo)
+    run([str(BIN / "dvc"), "remote", "modify", "storage", "endpointurl", endpoint], repo)

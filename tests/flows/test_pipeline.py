@@ -125,19 +125,12 @@ def test_downstream_follows_the_dvc_graph():
 def test_stages_on_two_machines_meet_through_the_dvc_remote(prefect_api, repo, tmp_path, monkeypatch):
     """Machine A ingests and pushes; machine B (a clone with no data, no cache) trains the VQ-VAE
     from what it pulls and pushes the model; a third checkout pulls that model."""
-    import uuid
-
-    import s3fs
-
     from tests.conftest import BIN, run
-    from tests.s3server import moto_s3
+    from tests.s3server import dvc_s3_remote, moto_s3
 
     dvc = str(BIN / "dvc")
     with moto_s3(monkeypatch) as endpoint:
-        bucket = f"dvc-{uuid.uuid4().hex[:8]}"
-        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing", secret="testing").mkdir(bucket)
-        run([dvc, "remote", "add", "-d", "storage", f"s3://{bucket}/store"], repo)
-        run([dvc, "remote", "modify", "storage", "endpointurl", endpoint], repo)
+        dvc_s3_remote(repo, endpoint)
         assert pipeline(preset="tiny", overrides=FAST, repo=str(repo), stages=["ingest"], remote=True) == ["ingest"]
         run(["git", "add", "-A"], repo)
         run(["git", "commit", "-q", "-m", "ingest"], repo)

@@ -1,13 +1,11 @@
 """A DVC remote on S3 (dvc-s3 with an endpoint URL): push and pull through moto's server on loopback."""
 import hashlib
 import shutil
-import uuid
 
 import pytest
-import s3fs
 
 from tests.conftest import BIN, TINY_INGEST, run
-from tests.s3server import moto_s3
+from tests.s3server import dvc_s3_remote, moto_s3
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +21,7 @@ def test_push_and_pull_through_s3(repo, monkeypatch):
     run([dvc, "repro", "--single-item", "ingest"], repo)
     before = digests(repo / "data/clips")
     with moto_s3(monkeypatch) as endpoint:
-        bucket = f"dvc-{uuid.uuid4().hex[:8]}"
-        s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, key="testing", secret="testing").mkdir(bucket)
-        run([dvc, "remote", "add", "-d", "storage", f"s3://{bucket}/store"], repo)
-        run([dvc, "remote", "modify", "storage", "endpointurl", endpoint], repo)
+        dvc_s3_remote(repo, endpoint)
         run([dvc, "push", "ingest"], repo)
         # a second machine: no cache, no data; the pull brings back the same bytes
         shutil.rmtree(repo / ".dvc" / "cache")

@@ -12,15 +12,6 @@ import torch.multiprocessing as mp
 from vqvp_core.models.quantizer import EMAQuantizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is as fast as two, and immune to the OpenMP stalls (30x and
-    more) that two threads suffer when other processes share the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _q(**kw) -> EMAQuantizer:
     base = dict(n_codes=8, dim=4, init_from_data=False, restart_dead=False)

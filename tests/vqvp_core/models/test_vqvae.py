@@ -14,15 +14,6 @@ from vqvp_core.models.vqvae import VQVAE, VQVAEConfig, clips_to_input, output_to
 SMALL = dict(first_channels=8, channels=16, res_channels=8, embed_dim=8, n_codes=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is as fast as two, and immune to the OpenMP stalls (30x and
-    more) that two threads suffer when other processes share the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _model(preset: str = "tiny", **kw) -> VQVAE:
     torch.manual_seed(0)
