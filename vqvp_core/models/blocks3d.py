@@ -13,9 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResBlock3d", "Encoder3d", "Decoder3d"]
+__all__ = ["ResBlock3d", "Encoder3d", "Decoder3d", "channels_last_convs"]
 
 Stride = tuple[int, int, int]
+
+
+def channels_last_convs(module: nn.Module) -> nn.Module:
+    """Store every conv kernel of ``module`` channels-last (2D: torch.channels_last, 3D:
+    channels_last_3d), so oneDNN / cuDNN run those convs channels-last instead of reordering the
+    weights on every call. ``.to(device)`` keeps the format and ``load_state_dict`` copies values
+    into it. 1x1(x1) kernels stay as they are: the same layout, but ambiguous strides that make
+    DDP warn about gradient strides. Returns ``module``."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    for mod in module.modules():
+        if isinstance(mod, nn.modules.conv._ConvNd) and mod.weight.dim() in formats and mod.weight[0, 0].numel() > 1:
+            mod.weight.data = mod.weight.data.contiguous(memory_format=formats[mod.weight.dim()])
+    return module
 
 
 def _kernel(stride: Stride) -> tuple[int, int, int]:

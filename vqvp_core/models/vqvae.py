@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqvp_core.models.blocks3d import Decoder3d, Encoder3d
+from vqvp_core.models.blocks3d import Decoder3d, Encoder3d, channels_last_convs
 from vqvp_core.models.quantizer import EMAQuantizer, QuantizerStats
 
 __all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "clips_to_input", "output_to_uint8",
@@ -197,12 +197,7 @@ class VQVAE(nn.Module):
         self.dec = Decoder3d(2 * E, cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
                              cfg.res_channels, tuple(reversed(_BOTTOM_STRIDES)))
         if cfg.channels_last:
-            # .to(device) later keeps the format; load_state_dict copies values into it. 1x1x1
-            # kernels stay as they are: the same layout, but ambiguous strides that make DDP
-            # warn about gradient strides.
-            for mod in self.modules():
-                if isinstance(mod, (nn.Conv3d, nn.ConvTranspose3d)) and mod.weight[0, 0].numel() > 1:
-                    mod.weight.data = mod.weight.data.contiguous(memory_format=torch.channels_last_3d)
+            channels_last_convs(self)
 
     # ------------------------------------------------------------------ checks
 
