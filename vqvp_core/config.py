@@ -199,6 +199,8 @@ class SampleParams(_Section):
     temperature: float = Field(1.0, ge=0, description="the paper's samples use 1.0 and 1.2; 0 = greedy")
     top_k: int | None = Field(None, ge=1, description="sample among the k most likely codes; null = all")
     seed: int = Field(0, ge=0)
+    samples_per_clip: int = Field(8, ge=1, description=(
+        "draws per clip for the PSNR statistics (one, best of, pixel mean); predictions.npy keeps the first"))
     batch_size: int = Field(16, ge=1)
     cached: bool = Field(True, description="cached (fast) sampling; false runs the naive reference sampler")
     device: Literal["auto", "cpu", "cuda"] = "auto"

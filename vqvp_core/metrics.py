@@ -84,3 +84,36 @@ def frame_ssim(pred, target, window: int = 11, sigma: float = 1.5) -> torch.Tens
     sxx, syy, sxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     ssim = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
     return ssim.mean(dim=(1, 2, 3)).reshape(n, t).float()
+
+
+class SampleSetPSNR:
+    """PSNR of several samples per clip against one ground truth, over the frames after the
+    given ones, accumulated one sample set at a time (memory: one float copy of the clips).
+
+    ``add(pred)`` takes uint8 (N, T, H, W, 3) predictions of the same N clips; ``result()`` gives
+      single:   mean PSNR of a sample (over samples, clips and frames): what one draw scores;
+      best:     per clip the sample with the best mean PSNR, averaged over clips: the protocol of
+                stochastic video prediction papers (SV2P, SVG, SAVP), which sees the ground truth;
+      mean:     PSNR of the pixel-wise average of the samples: a point estimate near the
+                conditional mean, which PSNR favours (it is blurry where the samples disagree);
+    and per-frame curves of ``single`` and ``mean``."""
+
+    def __init__(self, target, given: int = 4):
+        self.target, self.given = torch.as_tensor(target), given
+        self.sum: torch.Tensor | None = None
+        self.per_sample: list[torch.Tensor] = []  # each (N, T - given)
+
+    def add(self, pred) -> None:
+        pred = torch.as_tensor(pred)
+        self.per_sample.append(frame_psnr(pred, self.target)[:, self.given:])
+        self.sum = pred.double() if self.sum is None else self.sum + pred.double()
+
+    def result(self) -> dict:
+        if not self.per_sample:
+            raise ValueError("SampleSetPSNR.result() before any add()")
+        psnr = torch.stack(self.per_sample)                              # (S, N, T - given)
+        mean = (self.sum / len(self.per_sample)).round().clamp(0, 255).to(torch.uint8)
+        mean_psnr = frame_psnr(mean, self.target)[:, self.given:]        # (N, T - given)
+        return {"samples": len(self.per_sample), "single": psnr.mean().item(),
+                "best": psnr.mean(2).max(0).values.mean().item(), "mean": mean_psnr.mean().item(),
+                "single_per_frame": psnr.mean((0, 1)).tolist(), "mean_per_frame": mean_psnr.mean(0).tolist()}

@@ -20,7 +20,9 @@ def test_sample_stage(models_workdir):
     assert preds.shape == (3, 16, 32, 32, 3) and preds.dtype == np.uint8
     stats = json.loads((out / "stats.json").read_text())
     assert stats["clips"] == 3 and len(stats["psnr_per_frame"]) == 12
-    assert {"psnr_predicted_frames", "psnr_copy_last_frame"} <= set(stats)
+    assert {"psnr_predicted_frames", "psnr_copy_last_frame", "psnr_mean_of_samples"} <= set(stats)
+    assert stats["samples_per_clip"] == 8  # the default
+    assert stats["psnr_best_of_samples"] >= stats["psnr_predicted_frames"]
     assert len(list((out / "videos").glob("*.mp4"))) == 2 and (out / "contact_sheet.png").stat().st_size > 0
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
