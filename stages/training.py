@@ -82,11 +82,20 @@ def log_dataset(ctx: StageContext, path: Path, context: str = "training") -> Non
     ctx.mlflow.log_input(MetaDataset(source, name=path.as_posix(), digest=data_digest(path)), context=context)
 
 
+def _file_stats(path: Path) -> str:
+    """(relative path, size, mtime) of every file under ``path``: changes whenever a stage rewrites
+    it, even where dvc.lock still holds the md5 of an older version (a stage run directly with
+    `vqvp stage`, outside `dvc repro`). Cheap: no file is read."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return ";".join(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                    for f in files)
+
+
 def fingerprint(stage: str, params: dict[str, Any], inputs: list[Path]) -> str:
     """A digest of what determines a training run: its params, its input data, its code."""
     h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for path in inputs:
-        h.update(f"{path}:{data_digest(path)}".encode())
+        h.update(f"{path}:{data_digest(path)}:{_file_stats(path)}".encode())
     for path in code_files(stage):
         h.update(f"{path}:{_sha256_file(path)}".encode())
     return h.hexdigest()[:20]

@@ -38,3 +38,22 @@ def test_prior_stage(latents_workdir, stage, section, build):
 def test_prior_stage_without_latents_is_a_clear_error(workdir, capsys):
     assert train_top_prior.main(args()) == 3
     assert "extract_latents" in capsys.readouterr().err
+
+
+def test_prior_stage_starts_fresh_when_its_latents_change_under_a_stale_dvc_lock(latents_workdir, caplog):
+    """`vqvp stage` run outside `dvc repro` leaves dvc.lock's md5 of data/latents stale: a rewritten
+    latents folder must still start a fresh run, not resume the finished one of the old data."""
+    import numpy as np
+    import yaml
+
+    lock = {"stages": {"extract_latents": {"outs": [{"path": "data/latents", "md5": "0" * 32 + ".dir"}]}}}
+    (latents_workdir / "dvc.lock").write_text(yaml.safe_dump(lock))
+    argv = train_args(steps=2, section="top_prior")
+    assert train_top_prior.main(argv) == 0
+    assert train_top_prior.main(argv) == 0  # same data: the finished run's checkpoints are kept
+    assert "starting fresh" not in caplog.text
+    top = latents_workdir / "data/latents/top.npy"
+    codes = np.load(top)
+    np.save(top, (codes + 1) % 32)  # as a re-run of extract_latents with another VQ-VAE would
+    assert train_top_prior.main(argv) == 0
+    assert "starting fresh" in caplog.text

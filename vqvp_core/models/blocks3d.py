@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResBlock3d", "Encoder3d", "Decoder3d", "channels_last_convs"]
+__all__ = ["CausalTimeConv3d", "ResBlock3d", "Encoder3d", "Decoder3d", "channels_last_convs"]
 
 Stride = tuple[int, int, int]
 
@@ -37,12 +37,31 @@ def _kernel(stride: Stride) -> tuple[int, int, int]:
     return tuple(4 if s == 2 else 3 for s in stride)  # type: ignore[return-value]
 
 
+class CausalTimeConv3d(nn.Conv3d):
+    """A Conv3d whose time axis is padded at the front only, by kernel - stride steps: output
+    step t' (frames [st*t', st*t' + st) of the input) sees no input step after its own block.
+    Space is padded as given. Same parameters as the nn.Conv3d it replaces."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel, stride=1, padding: int = 1):
+        kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
+        stride = (stride,) * 3 if isinstance(stride, int) else tuple(stride)
+        super().__init__(in_channels, out_channels, kernel, stride=stride, padding=(0, padding, padding))
+        self.front = kernel[0] - stride[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, C', T / st, ...)
+        return super().forward(F.pad(x, (0, 0, 0, 0, self.front, 0)))
+
+
+def _conv(causal_time: bool, *args, **kwargs) -> nn.Conv3d:
+    return CausalTimeConv3d(*args, **kwargs) if causal_time else nn.Conv3d(*args, **kwargs)
+
+
 class ResBlock3d(nn.Module):
     """x + conv1x1(relu(conv3x3x3(relu(x)))), as VQ-VAE-2's residual block."""
 
-    def __init__(self, channels: int, res_channels: int) -> None:
+    def __init__(self, channels: int, res_channels: int, causal_time: bool = False) -> None:
         super().__init__()
-        self.conv1 = nn.Conv3d(channels, res_channels, 3, padding=1)
+        self.conv1 = _conv(causal_time, channels, res_channels, 3, padding=1)
         self.conv2 = nn.Conv3d(res_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,19 +75,21 @@ class Encoder3d(nn.Module):
 
     (B, in_channels, T, H, W) -> (B, channels, T/prod(st), H/prod(sh), W/prod(sw)).
     The first strided conv outputs ``first_channels``, later ones ``channels``.
+    ``causal_time``: every conv pads time at the front only (CausalTimeConv3d), so the output at
+    step t' depends on input frames up to the end of its own block, never later ones.
     """
 
     def __init__(self, in_channels: int, channels: int, first_channels: int, n_res_blocks: int,
-                 res_channels: int, strides: Sequence[Stride]) -> None:
+                 res_channels: int, strides: Sequence[Stride], causal_time: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
         for i, s in enumerate(strides):
             out = first_channels if i == 0 else channels
-            layers += [nn.Conv3d(c, out, _kernel(s), stride=s, padding=1), nn.ReLU(inplace=True)]
+            layers += [_conv(causal_time, c, out, _kernel(s), stride=s, padding=1), nn.ReLU(inplace=True)]
             c = out
-        layers.append(nn.Conv3d(c, channels, 3, padding=1))
-        layers += [ResBlock3d(channels, res_channels) for _ in range(n_res_blocks)]
+        layers.append(_conv(causal_time, c, channels, 3, padding=1))
+        layers += [ResBlock3d(channels, res_channels, causal_time) for _ in range(n_res_blocks)]
         layers.append(nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*layers)
 

@@ -72,6 +72,11 @@ class VQVAEConfig:
     # Conv weights in torch.channels_last_3d (oneDNN/cuDNN then run every conv channels-last):
     # measured on 2 Xeon cores, a tiny training step is ~5% faster in fp32, ~30% in bf16.
     channels_last: bool = True
+    # Encoders causal in time (front padding only): a code depends on the frames up to the end
+    # of its own time block, never later ones. Then the 4 conditioning frames encoded alone give
+    # exactly the clip's first codes, and a code the priors are taught from never carries the
+    # future they must predict (with centred padding, codes of step t see frames of step t+1).
+    causal_encoder: bool = False
     frames: int = 16  # the clip the preset is made for (the model itself takes any T % 4 == 0)
     size: int = 64  # frame height = width the preset is made for (any H, W % 8 == 0 work)
 
@@ -186,8 +191,9 @@ class VQVAE(nn.Module):
                     init_from_data=cfg.init_from_data, restart_dead=cfg.restart_dead,
                     dead_threshold=cfg.dead_threshold, restart_sampling=cfg.restart_sampling)
         self.enc_b = Encoder3d(cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
-                               cfg.res_channels, _BOTTOM_STRIDES)
-        self.enc_t = Encoder3d(C, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES)
+                               cfg.res_channels, _BOTTOM_STRIDES, cfg.causal_encoder)
+        self.enc_t = Encoder3d(C, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES,
+                               cfg.causal_encoder)
         self.quant_conv_t = nn.Conv3d(C, E, 1)
         self.quantize_t = EMAQuantizer(**q_kw)
         self.dec_t = Decoder3d(E, E, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES)

@@ -83,6 +83,28 @@ def test_encode_cond_takes_exactly_four_frames():
         m.encode_cond(x)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_causal_encoder_never_sees_later_frames(causal):
+    """causal_encoder: the encoder features of bottom slice j (frames 2j, 2j+1) and of top step k
+    (frames 4k..4k+3) do not change when any later frame does; with centred padding they do. And
+    the 4 conditioning frames encoded alone give exactly the clip's first top codes."""
+    model = _model(causal_encoder=causal).eval()
+    x = torch.rand(2, 3, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        model.train()(x)  # codebooks initialised from this batch
+        model.eval()
+        h_b, codes_t = model.enc_b(x), model.encode(x)[0]
+        h_t = model.enc_t(h_b)
+        for cut in (4, 8, 12):  # frames >= cut replaced
+            y = x.clone()
+            y[:, :, cut:] = torch.rand_like(y[:, :, cut:]) * 2 - 1
+            y_b = model.enc_b(y)
+            same_b = torch.equal(y_b[:, :, : cut // 2], h_b[:, :, : cut // 2])
+            same_t = torch.equal(model.enc_t(y_b)[:, :, : cut // 4], h_t[:, :, : cut // 4])
+            assert same_b == same_t == causal, cut
+        assert torch.equal(model.encode_cond(x[:, :, :4])[0], codes_t[:, :1]) or not causal
+
+
 def test_decode_codes_matches_forward_in_eval_mode():
     m = _model()
     x = _moving_square(2, 8, 32)
