@@ -83,9 +83,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel over all parameters instead of ~10 passes per tensor (3x faster on a
-    # 127M-parameter prior on CPU); CPU and CUDA float parameters only, else the per-tensor loop
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    # fused (TrainConfig.fused_optimizer): CPU and CUDA float parameters only, else the per-tensor loop
+    fused = cfg.fused_optimizer and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 

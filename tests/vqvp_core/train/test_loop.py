@@ -188,3 +188,32 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path) -> None:
     trainer, _ = _trainer(tmp_path, "plain", step_fn=step_fn, steps=2, precision="bf16")
     assert math.isfinite(trainer.fit()["train/loss"]) and seen[0] == torch.bfloat16
     assert trainer.model.fc1.weight.dtype == torch.float32  # the weights stay fp32
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_optimizer_flag_gives_the_same_update(fused):
+    """fused_optimizer picks AdamW's fused kernel or its per-tensor loop; the update is the same
+    up to float rounding, and biases never get weight decay either way."""
+    from torch import nn
+
+    from vqvp_core.train.loop import build_optimizer
+
+    torch.manual_seed(0)
+    ref, model = nn.Linear(4, 3), nn.Linear(4, 3)
+    model.load_state_dict(ref.state_dict())
+    opts = [build_optimizer(m, TrainConfig(lr=1e-2, weight_decay=0.1, fused_optimizer=f))
+            for m, f in ((ref, not fused), (model, fused))]
+    assert bool(opts[1].defaults["fused"]) == fused
+    x = torch.randn(8, 4)
+    for m, opt in zip((ref, model), opts):
+        for _ in range(3):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            opt.step()
+    for a, b in zip(ref.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_optimizer_must_be_a_bool():
+    with pytest.raises(TrainConfigError, match="fused_optimizer"):
+        TrainConfig(fused_optimizer="yes")
