@@ -87,8 +87,8 @@ def _file_stats(path: Path) -> str:
     it, even where dvc.lock still holds the md5 of an older version (a stage run directly with
     `vqvp stage`, outside `dvc repro`). Cheap: no file is read."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return ";".join(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-                    for f in files)
+    stats = ((f.relative_to(path) if f != path else f.name, f.stat()) for f in files)
+    return ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}" for name, st in stats)
 
 
 def fingerprint(stage: str, params: dict[str, Any], inputs: list[Path]) -> str:

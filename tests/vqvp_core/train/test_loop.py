@@ -192,8 +192,8 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_fused_optimizer_flag_gives_the_same_update(fused):
-    """fused_optimizer picks AdamW's fused kernel or its per-tensor loop; the update is the same
-    up to float rounding, and biases never get weight decay either way."""
+    """fused_optimizer picks AdamW's fused kernel or its per-tensor loop; with weight decay on the
+    matrices (not the biases), the update is the same up to float rounding."""
     from torch import nn
 
     from vqvp_core.train.loop import build_optimizer
