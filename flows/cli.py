@@ -1,6 +1,6 @@
 """`vqvp`: the user's command line.
 
-    vqvp run [--preset tiny|paper] [-S section.key=value ...]   the end-to-end Prefect flow
+    vqvp run [--preset tiny|tiny-long|paper] [-S k=v ...]   the end-to-end Prefect flow
     vqvp rerun STAGE [--downstream]                             one stage (or it and all after it)
     vqvp stage STAGE [-S section.key=value ...]                 one stage in this process, as dvc.yaml calls it
     vqvp predict VIDEO --out OUT.mp4 [--start N] [--temperature T] [--seed S]
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+PRESET_NAMES = ("tiny", "tiny-long", "paper")  # vqvp_core.config.PRESETS (not imported here: keeps `vqvp -h` fast)
 
 # The ephemeral Prefect server would try to phone home (and log an error on a closed network).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the end-to-end pipeline as a Prefect flow")
-    run.add_argument("--preset", choices=["tiny", "paper"], default=None,
+    run.add_argument("--preset", choices=PRESET_NAMES, default=None,
                      help="rewrite params.yaml from this preset first (default: use params.yaml as it is)")
     _add_overrides(run)
     run.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
 
     params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")
-    params.add_argument("--preset", choices=["tiny", "paper"], default=None)
+    params.add_argument("--preset", choices=PRESET_NAMES, default=None)
     _add_overrides(params)
     return ap
 

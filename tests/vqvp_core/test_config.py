@@ -26,6 +26,21 @@ def test_paper_preset_uses_paper_frame_size():
     assert params.vqvae.train["batch_size"] == 16  # the paper's VQ-VAE batch
 
 
+def test_tiny_long_preset_is_the_tiny_models_at_a_longer_budget():
+    tiny, long = validate(preset_dict("tiny")), validate(preset_dict("tiny-long"))
+    for section in ("top_prior", "bottom_prior"):  # the same networks
+        assert getattr(long, section).model == getattr(tiny, section).model
+    assert long.bottom_prior.train["steps"] * long.bottom_prior.train["batch_size"] >= 25 * (
+        tiny.bottom_prior.train["steps"] * tiny.bottom_prior.train["batch_size"])
+    assert long.vqvae.model["causal_encoder"] and not long.vqvae.model["bottom_sees_top"]
+
+
+def test_cli_offers_every_preset():
+    from flows.cli import PRESET_NAMES
+
+    assert sorted(PRESET_NAMES) == sorted(PRESETS)
+
+
 def test_dataclass_sections_are_normalised_to_full_dicts():
     params = load_params("/nonexistent.yaml", ["vqvae.model.channels=32"])
     assert params.vqvae.model["channels"] == 32 and params.vqvae.model["n_codes"] == 512
@@ -63,7 +78,7 @@ def test_missing_file_means_defaults(tmp_path):
     ("ingest.fps=-2", "ingest.fps = -2", "greater than 0"),
     ("ingest.fsp=3", "ingest.fsp", "unknown key"),
     ("ingest.stride=abc", "ingest.stride = 'abc'", "integer"),
-    ("preset=huge", "preset = 'huge'", "'tiny' or 'paper'"),
+    ("preset=huge", "preset = 'huge'", "'tiny', 'tiny-long' or 'paper'"),
     ("ingest.split.train=0.5", "ingest.split", "sum to 1"),
     ("ingest.synthetic.objects=[3, 1]", "ingest.synthetic", "min 3 must be <= max 1"),
     ("ingest.extensions=[mp4]", "ingest.extensions", "must start with '.'"),

@@ -77,6 +77,10 @@ class VQVAEConfig:
     # exactly the clip's first codes, and a code the priors are taught from never carries the
     # future they must predict (with centred padding, codes of step t see frames of step t+1).
     causal_encoder: bool = False
+    # The bottom quantizer's input includes the decoded top codes (VQ-VAE-2: the bottom level
+    # codes what the top level left out). Off: the bottom codes are a function of the pixels in
+    # their own receptive field only, as the bottom prior's conditioning assumes of them.
+    bottom_sees_top: bool = True
     frames: int = 16  # the clip the preset is made for (the model itself takes any T % 4 == 0)
     size: int = 64  # frame height = width the preset is made for (any H, W % 8 == 0 work)
 
@@ -196,8 +200,9 @@ class VQVAE(nn.Module):
                                cfg.causal_encoder)
         self.quant_conv_t = nn.Conv3d(C, E, 1)
         self.quantize_t = EMAQuantizer(**q_kw)
-        self.dec_t = Decoder3d(E, E, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES)
-        self.quant_conv_b = nn.Conv3d(E + C, E, 1)
+        if cfg.bottom_sees_top:
+            self.dec_t = Decoder3d(E, E, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES)
+        self.quant_conv_b = nn.Conv3d(E + C if cfg.bottom_sees_top else C, E, 1)
         self.quantize_b = EMAQuantizer(**q_kw)
         self.upsample_t = nn.ConvTranspose3d(E, E, 4, stride=2, padding=1)
         self.dec = Decoder3d(2 * E, cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
@@ -234,8 +239,10 @@ class VQVAE(nn.Module):
         h_b = self.enc_b(x)  # (B, C, T/2, H/4, W/4)
         h_t = self.enc_t(h_b)  # (B, C, T/4, H/8, W/8)
         q_t = self.quantize_t(self.quant_conv_t(h_t))  # quantized (B, E, T/4, H/8, W/8)
-        d_t = self.dec_t(q_t.quantized)  # (B, E, T/2, H/4, W/4)
-        q_b = self.quantize_b(self.quant_conv_b(torch.cat([d_t, h_b], 1)))  # (B, E, T/2, ...)
+        if self.config.bottom_sees_top:
+            d_t = self.dec_t(q_t.quantized)  # (B, E, T/2, H/4, W/4)
+            h_b = torch.cat([d_t, h_b], 1)  # (B, E + C, T/2, H/4, W/4)
+        q_b = self.quantize_b(self.quant_conv_b(h_b))  # (B, E, T/2, H/4, W/4)
         return q_t, q_b
 
     def _decode(self, quant_t: torch.Tensor, quant_b: torch.Tensor) -> torch.Tensor:

@@ -105,6 +105,23 @@ def test_causal_encoder_never_sees_later_frames(causal):
         assert torch.equal(model.encode_cond(x[:, :, :4])[0], codes_t[:, :1]) or not causal
 
 
+@pytest.mark.parametrize("sees", [True, False])
+def test_bottom_codes_see_the_top_level_only_when_asked(sees):
+    """bottom_sees_top: with it the bottom codes change when the top codebook does (VQ-VAE-2's
+    bottom quantizer input includes the decoded top codes); without it they are a function of the
+    bottom encoder's features alone, and the model has no top-to-bottom decoder."""
+    model = _model(bottom_sees_top=sees)
+    x = torch.rand(2, 3, 16, 32, 32) * 2 - 1
+    with torch.no_grad():
+        model.train()(x)  # codebooks initialised from this batch
+        model.eval()
+        before = model.encode(x)[1]
+        model.quantize_t.codebook.copy_(torch.randn_like(model.quantize_t.codebook) * 3)
+        after = model.encode(x)[1]
+    assert torch.equal(before, after) != sees
+    assert hasattr(model, "dec_t") == sees
+
+
 def test_decode_codes_matches_forward_in_eval_mode():
     m = _model()
     x = _moving_square(2, 8, 32)
@@ -160,8 +177,9 @@ def test_losses_and_stats():
     assert set(met) >= {"loss", "recon_loss", "commit_loss", "top_restarted", "bottom_restarted"}
 
 
-def test_gradients_reach_every_trainable_layer():
-    m = _model().train()
+@pytest.mark.parametrize("bottom_sees_top", [True, False])
+def test_gradients_reach_every_trainable_layer(bottom_sees_top):
+    m = _model(bottom_sees_top=bottom_sees_top).train()
     out = m(_moving_square())
     out.recon_loss.backward()  # through both straight-through bottlenecks
     for name, p in m.named_parameters():
