@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install vqvp, run the end-to-end pipeline on the tiny preset
+#               (make demo PRESET=tiny-long: the same models at a ~35 min budget, README 'Results')
 #   make test   install the test dependencies too, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,6 +9,7 @@ BIN    := $(VENV)/bin
 # set TORCH=torch (or a CUDA wheel spec) on GPU machines.
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+PRESET ?= tiny
 
 .PHONY: demo test install clean-venv bench
 
@@ -25,7 +27,7 @@ $(VENV)/.test-deps: $(BIN)/vqvp
 install: $(BIN)/vqvp
 
 demo: $(BIN)/vqvp
-	$(BIN)/vqvp run --preset tiny
+	$(BIN)/vqvp run --preset $(PRESET)
 
 test: $(VENV)/.test-deps
 	bash scripts/system-deps.sh
