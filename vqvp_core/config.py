@@ -317,6 +317,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Presets that are another preset plus their own values (every other value is the base's).
+_BASED_ON = {"tiny-long": "tiny"}
+
+
 def deep_merge(base: dict, update: dict) -> dict:
     """A new dict: `update`'s values over `base`'s, recursing into nested dicts."""
     out = copy.deepcopy(base)
@@ -346,6 +350,8 @@ def preset_dict(name: str) -> dict[str, Any]:
     data = PRESETS[name]
     if name == "paper":
         data = deep_merge(data, _paper_priors())
+    if name in _BASED_ON:  # a partial section is filled from the base preset, not from the
+        data = deep_merge(preset_dict(_BASED_ON[name]), data)  # config dataclasses' defaults
     return validate(data).model_dump(mode="json")
 
 

@@ -26,13 +26,23 @@ def test_paper_preset_uses_paper_frame_size():
     assert params.vqvae.train["batch_size"] == 16  # the paper's VQ-VAE batch
 
 
-def test_tiny_long_preset_is_the_tiny_models_at_a_longer_budget():
-    tiny, long = validate(preset_dict("tiny")), validate(preset_dict("tiny-long"))
-    for section in ("top_prior", "bottom_prior"):  # the same networks
-        assert getattr(long, section).model == getattr(tiny, section).model
-    assert long.bottom_prior.train["steps"] * long.bottom_prior.train["batch_size"] >= 25 * (
-        tiny.bottom_prior.train["steps"] * tiny.bottom_prior.train["batch_size"])
-    assert long.vqvae.model["causal_encoder"] and not long.vqvae.model["bottom_sees_top"]
+def _diff(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {p for k in set(a) | set(b) for p in _diff(a.get(k), b.get(k), f"{path}.{k}".lstrip("."))}
+    return set() if a == b else {path}
+
+
+def test_tiny_long_preset_is_tiny_plus_its_own_values_only():
+    """Every value tiny-long does not name is tiny's (a partial `train` section must not fall
+    back to TrainConfig's defaults: lr, warmup, batch sizes)."""
+    tiny, long = preset_dict("tiny"), preset_dict("tiny-long")
+    assert _diff(tiny, long) == {
+        "preset", "ingest.synthetic.n_videos", "vqvae.model.causal_encoder", "vqvae.model.bottom_sees_top",
+        "top_prior.train.steps", "top_prior.train.ckpt_every", "top_prior.train.val_every",
+        "bottom_prior.train.steps", "bottom_prior.train.batch_size", "bottom_prior.train.ckpt_every",
+        "bottom_prior.train.val_every", "sample.count"}
+    assert long["bottom_prior"]["train"]["steps"] * long["bottom_prior"]["train"]["batch_size"] >= 25 * (
+        tiny["bottom_prior"]["train"]["steps"] * tiny["bottom_prior"]["train"]["batch_size"])
 
 
 def test_cli_offers_every_preset():
