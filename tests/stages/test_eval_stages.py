@@ -25,9 +25,11 @@ def test_evaluate_without_i3d_weights_reports_everything_else(sampled):
     metrics = json.loads((sampled / "metrics/eval.json").read_text())
     assert metrics["fvd"] == {"available": False, "reason": metrics["fvd"]["reason"]}
     assert "evaluate.i3d.path" in metrics["fvd"]["reason"]
-    for m in ("psnr", "ssim"):
+    for m in ("psnr", "ssim", "psnr_frame_mean", "exact_frames"):
         assert set(metrics[m]) == {"model", "copy_last_frame", "reconstruction"}
+    for m in ("psnr", "ssim"):
         assert len(metrics[f"{m}_per_frame"]["model"]) == 12
+    assert 0.0 <= metrics["clips_model_beats_copy_last"] <= 1.0
     assert metrics["bits_per_code"]["top_prior"]["uniform_bits"] == 5.0
     assert (sampled / "metrics/eval_psnr_per_frame.png").stat().st_size > 0
 
