@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install vqvp, run the end-to-end pipeline on the tiny preset
-#               (make demo PRESET=tiny-long: the same models at a ~35 min budget, README 'Results')
+#               (make demo PRESET=tiny-long: the same models at a ~1 h CPU budget, README 'Results')
 #   make test   install the test dependencies too, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
