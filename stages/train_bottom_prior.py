@@ -1,7 +1,8 @@
 """Stage `train_bottom_prior`: data/latents/ -> models/bottom_prior/model.pt (+ metrics/bottom_prior.json).
 
-Teacher-forced training of the 2D PixelCNN on bottom slices 2..7; its conditioning stack sees
-the whole top grid and a window of past bottom slices. The given steps (top step 0, bottom
+Teacher-forced training of the 2D PixelCNN on bottom slices 2..7 (with
+`bottom_prior.model.scheduled_sampling`, part of the input codes are the model's own draws); its
+conditioning stack sees the whole top grid and a window of past bottom slices. The given steps (top step 0, bottom
 slices 0-1) are the conditioning frames' own codes, in training as in sampling. Reports bits
 per code on train and held-out clips against the uniform and unigram baselines.
 """
@@ -17,7 +18,8 @@ def logits_and_targets(model, batch):
     n_given = model.config.n_given
     top = torch.cat([batch["cond_top"], batch["top"][:, 1:]], 1)               # (B, Tt, Ht, Wt)
     bottom = torch.cat([batch["cond_bottom"], batch["bottom"][:, n_given:]], 1)  # (B, Tb, Hb, Wb)
-    logits = model.forward_all_slices(bottom, top)                             # (B, K, Tb-2, Hb, Wb)
+    inputs = model.own_samples_mixed_in(bottom, top) if model.training else bottom  # scheduled sampling
+    logits = model.forward_all_slices(inputs, top)                             # (B, K, Tb-2, Hb, Wb)
     return logits, bottom[:, n_given:]
 
 

@@ -54,6 +54,12 @@ class BottomPriorConfig:
     attn_channels: int = 256
     out_hidden: int = 512
     dropout: float = 0.1          # VQ-VAE-2's priors use 0.1
+    # Parallel scheduled sampling (Duckworth et al. 2019), a training-time choice of vqvp, not in
+    # the paper: this fraction of the generated slices' input codes (the slice's own stream and the
+    # past windows) is replaced by codes drawn from the model's own teacher-forced prediction, the
+    # targets staying the true codes. Sampling conditions every slice on sampled ones; taught only
+    # on true codes the prior compounds its errors (README, 'Prediction quality'). 0 = off.
+    scheduled_sampling: float = 0.0
     top_embed_dim: int = 64
     top_up_hidden: int = 256      # width inside the top upsampler (not in the paper)
     top_up_channels: int = 1024   # paper appendix: top upsampled to 64x64x8x1024
@@ -88,6 +94,8 @@ class BottomPriorConfig:
                              f"multiple of attn_heads = {self.attn_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"bottom_prior.dropout = {self.dropout}: expected in [0, 1)")
+        if not 0.0 <= self.scheduled_sampling <= 1.0:
+            raise ValueError(f"bottom_prior.scheduled_sampling = {self.scheduled_sampling}: expected in [0, 1]")
         if self.cond_res_blocks < 0:
             raise ValueError(f"bottom_prior.cond_res_blocks = {self.cond_res_blocks}: expected >= 0")
         try:
@@ -263,6 +271,24 @@ class BottomPrior(nn.Module):
         cond = self._cond_stack(top_slices, self._past_features(past), idx.repeat(b))
         logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
         return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
+
+    @torch.no_grad()
+    def own_samples_mixed_in(self, bottom: torch.Tensor, top: torch.Tensor, rate: float | None = None,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scheduled sampling's inputs: ``bottom`` (B, Tb, Hb, Wb) with a fraction ``rate`` (default
+        ``config.scheduled_sampling``) of the codes of slices n_given.. replaced by codes drawn
+        (temperature 1) from this model's teacher-forced prediction of them; given slices kept."""
+        rate = self.config.scheduled_sampling if rate is None else rate
+        if rate <= 0:
+            return bottom
+        ng = self.config.n_given
+        logits = self.forward_all_slices(bottom, top)                       # (B, K, S, Hb, Wb)
+        probs = torch.softmax(logits.float().movedim(1, -1), -1)            # (B, S, Hb, Wb, K)
+        drawn = torch.multinomial(probs.flatten(0, -2), 1, generator=generator).view(probs.shape[:-1])
+        keep = torch.rand(drawn.shape, generator=generator, device=drawn.device) >= rate
+        out = bottom.clone()
+        out[:, ng:] = torch.where(keep, bottom[:, ng:], drawn)
+        return out
 
     # -- sampling -------------------------------------------------------------------------------
 

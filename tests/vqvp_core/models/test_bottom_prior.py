@@ -88,7 +88,8 @@ def test_presets_valid_and_round_trip():
 
 
 @pytest.mark.parametrize("bad", [dict(window=17), dict(window=0), dict(attn_every=3, n_layers=2),
-                                 dict(kernel=2), dict(n_steps=7), dict(n_given=8)])
+                                 dict(kernel=2), dict(n_steps=7), dict(n_given=8),
+                                 dict(scheduled_sampling=-0.1), dict(scheduled_sampling=1.5)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="bottom_prior"):
         small_config(**bad)
@@ -251,6 +252,42 @@ def test_loss_decreases_on_a_fixed_batch():
         assert not unused, f"parameters without gradient (DDP would fail): {unused}"
     assert losses[0] == pytest.approx(5.0, abs=0.5)                  # ~log2(32) at init
     assert losses[-1] < losses[0] - 0.3
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
+def test_scheduled_sampling_mixes_in_the_models_own_draws(rate):
+    """A fraction `rate` of the generated slices' codes become the model's draws from its own
+    teacher-forced prediction; the given slices never change; rate 1 = all draws: with a model
+    that puts all its mass on one code per position, exactly its argmax."""
+    cfg = small_config(scheduled_sampling=rate)
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY, batch=4)
+    mixed = model.own_samples_mixed_in(bottom, top, generator=torch.Generator().manual_seed(0))
+    assert mixed.shape == bottom.shape and torch.equal(mixed[:, :2], bottom[:, :2])
+    changed = (mixed[:, 2:] != bottom[:, 2:]).float().mean().item()
+    # draws from a 32-code model at init rarely equal the random true code
+    assert changed == pytest.approx(rate * (1 - 1 / cfg.n_codes), abs=0.05)
+    if rate == 1.0:
+        with torch.no_grad():
+            model.pixelcnn.out[-1].bias.add_(1e4 * torch.nn.functional.one_hot(torch.tensor(3), cfg.n_codes))
+            assert (model.own_samples_mixed_in(bottom, top)[:, 2:] == 3).all()
+    assert not torch.is_grad_enabled() or mixed.grad_fn is None
+
+
+def test_scheduled_sampling_in_training_only():
+    """The stage's loss function draws inputs in train mode only: eval-mode bits stay teacher-forced."""
+    from stages.train_bottom_prior import logits_and_targets
+
+    cfg = small_config(scheduled_sampling=0.5)
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, (4, 4), batch=2)
+    batch = {"top": top, "cond_top": top[:, :1], "bottom": bottom, "cond_bottom": bottom[:, :2]}
+    with torch.no_grad():
+        ev, targets = logits_and_targets(model.eval(), batch)
+        assert torch.equal(ev, model.forward_all_slices(bottom, top)) and torch.equal(targets, bottom[:, 2:])
+        torch.manual_seed(0)
+        tr, targets = logits_and_targets(model.train(), batch)
+        assert torch.equal(targets, bottom[:, 2:]) and not torch.allclose(tr, ev)
 
 
 # ----------------------------------------------------------------------------- sampling
