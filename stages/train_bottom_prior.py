@@ -2,9 +2,10 @@
 
 Teacher-forced training of the 2D PixelCNN on bottom slices 2..7 (with
 `bottom_prior.model.scheduled_sampling`, part of the input codes are the model's own draws); its
-conditioning stack sees the whole top grid and a window of past bottom slices. The given steps (top step 0, bottom
-slices 0-1) are the conditioning frames' own codes, in training as in sampling. Reports bits
-per code on train and held-out clips against the uniform and unigram baselines.
+conditioning stack sees the whole top grid and a window of past bottom slices. The given steps
+(top step 0, bottom slices 0-1) are the conditioning frames' own codes, in training as in
+sampling. Reports bits per code on train and held-out clips against the uniform and unigram
+baselines.
 """
 from __future__ import annotations
 

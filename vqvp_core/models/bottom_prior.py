@@ -283,8 +283,8 @@ class BottomPrior(nn.Module):
             return bottom
         ng = self.config.n_given
         logits = self.forward_all_slices(bottom, top)                       # (B, K, S, Hb, Wb)
-        probs = torch.softmax(logits.float().movedim(1, -1), -1)            # (B, S, Hb, Wb, K)
-        drawn = torch.multinomial(probs.flatten(0, -2), 1, generator=generator).view(probs.shape[:-1])
+        rows = logits.movedim(1, -1)                                        # (B, S, Hb, Wb, K)
+        drawn = sample_from_logits(rows.flatten(0, -2), 1.0, None, generator).view(rows.shape[:-1])
         keep = torch.rand(drawn.shape, generator=generator, device=drawn.device) >= rate
         out = bottom.clone()
         out[:, ng:] = torch.where(keep, bottom[:, ng:], drawn)
