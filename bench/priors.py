@@ -1,7 +1,7 @@
 """Training throughput of the top and bottom priors against this machine's matmul peak.
 
     python bench/priors.py [--preset tiny|paper] [--batch N] [--grid N] [--steps 6]
-                           [--device auto|cpu|cuda] [--precision fp32|bf16] [--only top|bottom] [--json]
+                           [--device auto|cpu|cuda] [--precision auto|fp32|bf16] [--only top|bottom] [--json]
 
 For each prior, in one run: parameters, FLOPs of one training step (forward + backward, counted
 by torch.utils.flop_counter.FlopCounterMode), codes/s (predicted codes per second of training),
@@ -19,6 +19,8 @@ The step is the trainer's: its AdamW (vqvp_core.train.loop.build_optimizer, fuse
 clipping at 1.0, the preset's model (channels-last conv weights) and the stage's batch size on
 random codes at the preset's grid (tiny: top 3x8x8 predicted, bottom 6 slices of 16x16).
 `--batch` / `--grid` shrink the paper preset (batch 512 / 32x32) to what a CPU can time.
+`--precision auto` (the default) is the trainer's rule: bf16 where the device runs it natively,
+fp32 elsewhere; an explicit bf16 on a device without native bf16 is refused (exit code 2).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vqvae import _autocast, _cpu_snapshot, _others_share, _sync, matmul_peak  # noqa: E402  (bench/vqvae.py)
+from vqvae import _autocast, _cpu_snapshot, _others_share, _sync, bench_precision, matmul_peak  # noqa: E402  (bench/vqvae.py)
 from vqvp_core.config import preset_dict  # noqa: E402
 from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig  # noqa: E402
 from vqvp_core.models.pixelcnn import bits_per_code  # noqa: E402
@@ -158,11 +160,13 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--grid", type=int, default=None, help="top grid height = width (default: the preset's size / 8)")
     ap.add_argument("--steps", type=int, default=6, help="timed training steps (median reported)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="auto: bf16 where the device runs it natively, else fp32 (the trainer's rule)")
     ap.add_argument("--only", choices=["top", "bottom"], default=None, help="bench one prior only")
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = ap.parse_args(argv)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    args.precision = bench_precision(args.precision, device)
     params = preset_dict(args.preset)
     side = args.grid or params["ingest"]["size"] // 8
     peak_before = matmul_peak(device, args.precision)

@@ -1,7 +1,7 @@
 """Training throughput of the VQ-VAE against this machine's matmul peak.
 
     python bench/vqvae.py [--preset tiny|paper] [--batch 8] [--steps 10] [--device auto|cpu|cuda]
-                          [--precision fp32|bf16] [--memory-format channels_last|contiguous]
+                          [--precision auto|fp32|bf16] [--memory-format channels_last|contiguous]
 
 Prints, in one run: parameters, FLOPs per training step (forward + backward, counted by
 torch.utils.flop_counter.FlopCounterMode), clips/s, the achieved FLOP/s, the peak FLOP/s of a
@@ -10,6 +10,11 @@ training steps on random clips of the preset's size (tiny: 16x64x64).
 
 The machine may be shared: the load average is printed before and after, the peak is the best
 of several trials, and the step time is the median (the best is printed too).
+
+--precision auto (the default) is the trainer's rule (vqvp_core/train/precision.py): bf16 where
+the device runs it natively (CUDA; a CPU with AMX / AVX512-BF16), fp32 elsewhere. An explicit
+bf16 on a device without native bf16 is refused (exit code 2): emulated bf16 would time nothing
+the trainer would ever run.
 """
 
 from __future__ import annotations
@@ -28,11 +33,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vqvp_core.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from vqvp_core.train.precision import PrecisionError, cpu_capability, resolve_precision  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def bench_precision(requested: str, device: torch.device) -> str:
+    """'bf16' or 'fp32' for --precision, as the trainer resolves it; a refused bf16 prints why
+    and exits 2."""
+    try:
+        return resolve_precision(requested, device, key="--precision")
+    except PrecisionError as exc:
+        print(f"{Path(sys.argv[0]).name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _autocast(device: torch.device, precision: str):
@@ -89,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the device runs it natively, else fp32 (the trainer's rule)")
     p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default=None,
                    help="conv weights in torch.channels_last_3d or not (default: the config's "
                    "channels_last, on in both presets)")
@@ -106,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(a.device)
+    a.precision = bench_precision(a.precision, device)
     overrides = {}
     for kv in a.set:
         k, _, v = kv.partition("=")
@@ -160,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak = max(peak_before, peak_after)  # the machine's capability; a busy moment only lowers it
     load_after = os.getloadavg()
     res = {
-        "preset": a.preset, "device": str(device), "precision": a.precision,
+        "preset": a.preset, "device": str(device), "precision": a.precision, "cpu_capability": cpu_capability(),
         "memory_format": a.memory_format, "threads": torch.get_num_threads(),
         "batch": a.batch, "clip": [frames, cfg.size, cfg.size], "params": n_params,
         "flops_per_step": flops, "step_s_median": med, "step_s_best": best_t,

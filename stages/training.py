@@ -129,6 +129,24 @@ class MlflowLogger:
         self.ctx.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step=step)
 
 
+def check_precision(stage: str, tcfg) -> str:
+    """The precision this stage's training will run in ('bf16' or 'fp32', see
+    vqvp_core/train/precision.py). bf16 asked for on a device without native bf16 is refused as
+    bad params (ConfigError: exit code 2, which the flow does not retry), naming the key."""
+    import os
+
+    from vqvp_core.config import ConfigError
+    from vqvp_core.train.loop import resolve_device
+    from vqvp_core.train.precision import PrecisionError, resolve_precision
+
+    key = f"{stage.removeprefix('train_')}.train.precision"
+    device = resolve_device(tcfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        return resolve_precision(tcfg.precision, device, key=key)
+    except PrecisionError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def train(ctx: StageContext, stage: str, build_model, model_config: dict, train_config: dict,
           train_set, val_set, step_fn, inputs: list[Path], params_include: set[str], val_fn=None):
     """Seed, build the model, train it with the shared Trainer in checkpoints/<stage>/ (resuming
@@ -139,6 +157,7 @@ def train(ctx: StageContext, stage: str, build_model, model_config: dict, train_
     from vqvp_core.train.loop import Trainer
 
     tcfg = TrainConfig.from_dict(train_config)
+    check_precision(stage, tcfg)  # before any data, checkpoint or model is touched
     for path in inputs:
         log_dataset(ctx, path)
     digest = fingerprint(stage, ctx.params.model_dump(include=params_include | {"preset"}, mode="json"), inputs)
@@ -157,6 +176,12 @@ def finish(ctx: StageContext, model, trainer, final: dict, out: Path, metrics_fi
            metrics: dict[str, Any], register_as: str, alias: str) -> str | None:
     """Rank 0: the model file {config, state_dict, ...}, the metrics file, MLflow metrics and
     the registered model version. Returns the models:/ URI."""
+    from vqvp_core.train.precision import cpu_capability
+
+    # the precision the run used (auto resolved) and the CPU it was decided on
+    metrics = {**metrics, "precision": trainer.precision, "cpu_capability": cpu_capability()}
+    ctx.mlflow.set_tag("vqvp.precision", metrics["precision"])
+    ctx.mlflow.set_tag("vqvp.cpu_capability", metrics["cpu_capability"])
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_model(out / "model.pt", trainer.model_config, state, train_config=trainer.cfg.to_dict(),
                step=int(final["step"]), metrics=metrics, fingerprint=trainer.fingerprint)

@@ -144,13 +144,14 @@ class VQVAEParams(_Section):
     (vqvp_core.train.config.TrainConfig); see README, 'train_vqvae'."""
 
     model: VQVAEModelDict = Field(default_factory=dict)
-    # the tiny demo's budget: about 4 minutes on 2 CPU cores with AMX, where bf16 autocast runs a
-    # step 3.6x faster than fp32 (bench/vqvae.py); on CPUs without bf16 support set precision: fp32
+    # precision auto (vqvp_core/train/precision.py): bf16 autocast where the device runs it
+    # natively (CUDA; a CPU with AMX or AVX512-BF16, where a tiny step is 3.6x faster than fp32,
+    # bench/vqvae.py), fp32 elsewhere (an AVX2 CPU would emulate bf16, 50x+ slower)
     # fused_optimizer false: at 900 steps the top level's health depends on rounding: top codes in
     # use 87% with the per-tensor AdamW at seed 0, 15% with the fused one at seed 0, 90% fused at
     # seed 1 (README, "The model"); the demo keeps the run its numbers were measured on
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=900, batch_size=8, lr=1e-3, warmup_steps=20, precision="bf16", ckpt_every=300, val_every=300,
+        steps=900, batch_size=8, lr=1e-3, warmup_steps=20, precision="auto", ckpt_every=300, val_every=300,
         log_every=10, max_val_batches=4, fused_optimizer=False))
     eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
     log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")

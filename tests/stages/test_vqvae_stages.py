@@ -23,11 +23,16 @@ def test_train_then_extract(workdir):
     assert ckpt["config"]["channels"] == 16 and ckpt["step"] == 4 and "state_dict" in ckpt
     metrics = pd.read_json(workdir / "metrics/vqvae.json", typ="series")
     assert {"eval/psnr", "eval/top_codes_in_use", "eval/bottom_codes_in_use", "val/psnr"} <= set(metrics.index)
+    from vqvp_core.train.precision import cpu_capability
+
+    # the precision used (train_args asks for fp32) and the CPU it was decided on
+    assert metrics["precision"] == "fp32" and metrics["cpu_capability"] == cpu_capability()
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     version = client.get_model_version_by_alias("vqvp-vqvae", "candidate")
     run = client.get_run(version.run_id)
     assert run.data.tags["vqvp.stage"] == "train_vqvae" and run.data.params["vqvae.model.channels"] == "16"
+    assert run.data.tags["vqvp.precision"] == "fp32" and run.data.tags["vqvp.cpu_capability"] == cpu_capability()
     assert "train/loss" in run.data.metrics and "eval/psnr" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"reconstructions", "checkpoint"}
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
@@ -125,3 +130,15 @@ def test_bad_nproc_fails_as_bad_params_before_work(workdir, monkeypatch, capsys)
     assert train_vqvae.main(train_args()) == 2
     assert "VQVP_NPROC_PER_NODE = 'two'" in capsys.readouterr().err
     assert not (workdir / "models/vqvae").exists()
+
+
+def test_bf16_on_a_cpu_without_native_bf16_fails_as_bad_params_before_work(workdir, monkeypatch, capsys):
+    from vqvp_core.train import precision
+
+    monkeypatch.setattr(precision, "torch_cpu_capability", lambda: "AVX2")  # any machine: an AVX2 CPU
+    monkeypatch.setattr(precision, "cpu_features", lambda: {"avx2": True, "amx_bf16": False, "avx512_bf16": False})
+    assert train_vqvae.main(train_args(precision="bf16", device="cpu")) == 2  # bad params: never retried
+    err = capsys.readouterr().err
+    assert ("vqvae.train.precision = 'bf16' but this CPU (capability AVX2, no AMX or AVX512-BF16) "
+            "has no native bf16") in err and "use precision: auto or fp32" in err
+    assert not (workdir / "models/vqvae").exists() and not (workdir / "checkpoints/train_vqvae").exists()

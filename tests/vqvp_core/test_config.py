@@ -20,6 +20,15 @@ def test_presets_validate_and_round_trip_through_yaml(name, tmp_path):
     assert load_params(path) == params
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_trains_in_auto_precision(name):
+    """No preset hard-codes a precision: every training stage follows the hardware (bf16 where
+    the device runs it natively, fp32 elsewhere; vqvp_core/train/precision.py)."""
+    data = preset_dict(name)
+    assert {s: data[s]["train"]["precision"] for s in ("vqvae", "top_prior", "bottom_prior")} == {
+        "vqvae": "auto", "top_prior": "auto", "bottom_prior": "auto"}
+
+
 def test_paper_preset_uses_paper_frame_size():
     params = validate(preset_dict("paper"))
     assert params.ingest.size == params.vqvae.model["size"] == 256

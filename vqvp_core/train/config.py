@@ -50,7 +50,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # the decay ends at lr * min_lr_ratio, not 0: the last steps still learn
     grad_clip: float | None = 1.0  # max global grad norm; None disables (VQ-VAE/PixelCNN spike early)
     grad_accum: int = 1
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU (CPU bf16 is slow and lossy)
+    # auto: bf16 autocast where the device runs bf16 natively (CUDA; a CPU with AMX / AVX512-BF16),
+    # fp32 elsewhere; bf16 on a device without native bf16 is refused (vqvp_core/train/precision.py)
+    precision: str = "auto"
     device: str = "auto"  # auto: CUDA when available (under DDP: cuda:LOCAL_RANK)
     ckpt_every: int = 1000
     val_every: int = 1000

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from vqvp_core.train import checkpoint as ck
 from vqvp_core.train import distributed as dd
 from vqvp_core.train.config import TrainConfig, TrainConfigError, TrainingError
+from vqvp_core.train.flops import count_flops
 from vqvp_core.train.sampler import ResumableSampler, mix_seed
 
 StepFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, dict[str, Any]]"]
@@ -105,8 +106,11 @@ class Trainer:
         self.ddp_broadcast_buffers = ddp_broadcast_buffers
         self.dist, self._owns_pg = dd.init_distributed(resolve_device(cfg.device).type)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        self.amp_dtype = torch.bfloat16 if bf16 else None
+        from vqvp_core.train.precision import amp_dtype, resolve_precision
+
+        # 'bf16' or 'fp32': auto follows the hardware; bf16 without native support is refused
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.amp_dtype = amp_dtype(self.precision)
         W = self.dist.world_size
         if cfg.batch_size % (W * cfg.grad_accum):
             raise TrainConfigError(f"TrainConfig.batch_size = {cfg.batch_size} must be a multiple of "
@@ -118,6 +122,8 @@ class Trainer:
         self.sampler = ResumableSampler(len(train_set), cfg.batch_size, cfg.seed, self.dist.rank, W)
         self.step = 0
         self.metrics: dict[str, dict[str, float]] = {"train": {}, "val": {}}
+        # FLOPs of one optimizer step over all ranks (forward + backward + optimizer, as run)
+        self.flops_per_step: int | None = None
         self._wrapped: nn.Module = self.model
 
     # ------------------------------------------------------------------------------ public
@@ -134,6 +140,8 @@ class Trainer:
 
     def final_metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"step": self.step, "world_size": self.dist.world_size}
+        if self.flops_per_step is not None:
+            out.update(train_flops_per_step=self.flops_per_step, train_flops=self.flops_per_step * self.step)
         for split in ("train", "val"):
             out.update({f"{split}/{k}": v for k, v in self.metrics[split].items()})
         return out
@@ -156,6 +164,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.metrics = state.get("metrics") or self.metrics
+        self.flops_per_step = state.get("flops_per_step")
         rngs = state.get("rng_ranks") or [state["rng"]]
         if len(rngs) == self.dist.world_size:
             ck.restore_rng(rngs[self.dist.rank], self.device)
@@ -197,7 +206,12 @@ class Trainer:
             while self.step < self.cfg.steps:
                 t0 = time.perf_counter()
                 lr = self.scheduler.get_last_lr()[0]
-                loss, metrics = self._train_step(batches)
+                if self.flops_per_step is None:  # the first step this process runs, counted
+                    with count_flops() as counted:
+                        loss, metrics = self._train_step(batches)
+                    self.flops_per_step = counted.total * self.dist.world_size
+                else:
+                    loss, metrics = self._train_step(batches)
                 self.step += 1
                 window_t += time.perf_counter() - t0
                 window_steps += 1
@@ -302,7 +316,7 @@ class Trainer:
                 "state_dict": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step,
                 "sampler": self.sampler.state_dict(), "rng": rngs[0], "rng_ranks": rngs,
-                "metrics": self.metrics, "extra": self.extra,
+                "metrics": self.metrics, "flops_per_step": self.flops_per_step, "extra": self.extra,
             }
             ck.save_checkpoint(self.ckpt_dir, self.step, state, self.cfg.keep_last)
         dd.barrier()

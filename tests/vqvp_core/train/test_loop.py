@@ -24,7 +24,8 @@ def _trainer(tmp: Path, model_kind: str = "noisy", model_config: dict | None = N
     torch.set_num_threads(1)
     model, config = ts.build(model_kind)
     logs: list = []
-    base = dict(steps=6, batch_size=8, lr=1e-2, log_every=1, ckpt_every=100, val_every=100)
+    # fp32: the same numbers on every machine (auto would be bf16 on an AMX CPU; test_precision.py)
+    base = dict(steps=6, batch_size=8, lr=1e-2, log_every=1, ckpt_every=100, val_every=100, precision="fp32")
     trainer = Trainer(model, ts.make_data(), ts.make_data(12, seed=7) if val else None,
                       TrainConfig(**{**base, **cfg}), tmp / "ckpt", step_fn,
                       model_config=model_config or config, on_log=lambda s, m: logs.append((s, m)))
@@ -177,7 +178,10 @@ def test_workers_and_validation_do_not_change_the_trajectory(tmp_path: Path) -> 
     assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[0][1].items())
 
 
-def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path) -> None:
+def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path, monkeypatch) -> None:
+    from vqvp_core.train import precision
+
+    monkeypatch.setattr(precision, "cpu_features", lambda: {"amx_bf16": True})  # a native-bf16 CPU
     seen = []
 
     def step_fn(model, batch):
@@ -188,6 +192,23 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path: Path) -> None:
     trainer, _ = _trainer(tmp_path, "plain", step_fn=step_fn, steps=2, precision="bf16")
     assert math.isfinite(trainer.fit()["train/loss"]) and seen[0] == torch.bfloat16
     assert trainer.model.fc1.weight.dtype == torch.float32  # the weights stay fp32
+    assert trainer.precision == "bf16" and trainer.amp_dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("native, requested, expected", [
+    (False, "auto", "fp32"), (True, "auto", "bf16"), (True, "fp32", "fp32"), (False, "bf16", None)])
+def test_trainer_precision_follows_the_cpu(tmp_path: Path, monkeypatch, native, requested, expected) -> None:
+    from vqvp_core.train import precision
+
+    monkeypatch.setattr(precision, "torch_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(precision, "cpu_features", lambda: {"avx2": True, "avx512_bf16": native})
+    if expected is None:  # refused in __init__, before any step
+        with pytest.raises(precision.PrecisionError, match=r"capability AVX2, no AMX or AVX512-BF16"):
+            _trainer(tmp_path, "plain", precision=requested, device="cpu")
+        return
+    trainer, _ = _trainer(tmp_path, "plain", precision=requested, device="cpu")
+    assert trainer.precision == expected
+    assert trainer.amp_dtype is (torch.bfloat16 if expected == "bf16" else None)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -217,3 +238,24 @@ def test_fused_optimizer_flag_gives_the_same_update(fused):
 def test_fused_optimizer_must_be_a_bool():
     with pytest.raises(TrainConfigError, match="fused_optimizer"):
         TrainConfig(fused_optimizer="yes")
+
+
+# FLOPs of one step of NoisyMLP (6 -> 16 -> 1) on a batch of 8: forward 2*8*(6*16 + 16*1) = 1792;
+# backward: both weight grads (1536 + 256) and fc2's input grad (256); fc1's input needs none.
+MLP_STEP_FLOPS = 1792 + 1536 + 256 + 256
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_flops_per_step_counted_as_the_trainer_runs(tmp_path: Path, grad_accum: int) -> None:
+    trainer, _ = _trainer(tmp_path, steps=3, grad_accum=grad_accum)
+    out = trainer.fit()
+    assert trainer.flops_per_step == MLP_STEP_FLOPS  # accumulation splits the batch, not the work
+    assert out["train_flops_per_step"] == MLP_STEP_FLOPS and out["train_flops"] == 3 * MLP_STEP_FLOPS
+
+
+def test_flops_survive_a_resume(tmp_path: Path) -> None:
+    first, _ = _trainer(tmp_path, steps=4, ckpt_every=2)
+    first.fit()
+    again, _ = _trainer(tmp_path, steps=4, ckpt_every=2)  # finished: resumes at step 4, runs nothing
+    out = again.fit()
+    assert out["train_flops"] == 4 * MLP_STEP_FLOPS
