@@ -7,11 +7,17 @@
 - the priors' bits per code (from their metrics files);
 - FVD (samples vs originals) and FVD* (samples vs VQ-VAE reconstructions) with the Kinetics-400
   I3D, at each of evaluate.resolutions, k-fold with mean and spread, and the protocol logged.
-  Without I3D weights FVD is reported as unavailable with the reason; nothing else changes.
+  Without I3D weights FVD is reported as unavailable with the reason; nothing else changes;
+- on synthetic clips, the motion metric (vqvp_core.eval.motion): per object, found or not and
+  its centroid error, and PSNR over the objects' pixels, for the model (one draw, best of the
+  draws in data/samples/draws.npz), copy-last-frame, the constant-velocity extrapolation and the
+  reconstructions; 95% bootstrap intervals over clips (seed evaluate.seed) for the headline
+  figures and their differences from copy-last-frame (PSNR and SSIM too).
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from stages.common import BadInputError, StageContext, run_stage
@@ -19,6 +25,7 @@ from stages.training import log_dataset, write_metrics
 
 CLIPS, SAMPLES, VQVAE = Path("data/clips"), Path("data/samples"), Path("models/vqvae/model.pt")
 METRICS, PLOT = Path("metrics/eval.json"), Path("metrics/eval_psnr_per_frame.png")
+MOTION_PLOT = Path("metrics/eval_motion_per_frame.png")
 GIVEN = 4
 
 
@@ -38,7 +45,23 @@ def load_samples():
     if missing:
         raise BadInputError(f"{len(missing)} sampled clips are not in {CLIPS} (e.g. {missing[0]}): re-run sample")
     originals = np.stack([clips[index[c]] for c in manifest.clip_id])
+    rows = clips.manifest.iloc[[index[c] for c in manifest.clip_id]]
+    for col in ("source", "start_time", "fps"):  # where each clip comes from (the motion metric)
+        manifest[col] = rows[col].to_numpy()
     return np.load(SAMPLES / "predictions.npy"), originals, manifest
+
+
+def load_draws(preds):
+    """Every draw (S, N, 16, H, W, 3) from data/samples/draws.npz; predictions.npy alone when absent."""
+    import numpy as np
+
+    if not (SAMPLES / "draws.npz").exists():
+        return preds[None]
+    with np.load(SAMPLES / "draws.npz") as f:
+        draws = f["draws"]
+    if draws.shape[1:] != preds.shape or not np.array_equal(draws[0], preds):
+        raise BadInputError(f"{SAMPLES}/draws.npz does not match predictions.npy (first draw): re-run sample")
+    return draws
 
 
 def reconstruct(originals, device, batch: int = 16):
@@ -57,24 +80,45 @@ def reconstruct(originals, device, batch: int = 16):
     return np.concatenate(out)
 
 
-def frame_metrics(preds, originals, recons) -> dict:
+def frame_metrics(preds, originals, recons, seed: int = 0) -> tuple[dict, dict]:
     """PSNR (split PSNR: of the mean squared error over clips and frames; per frame index; and the
     mean of per-frame PSNR with its count of exact frames) and SSIM of frames 5-16 for the model,
-    copy-last-frame and the VQ-VAE's reconstructions, and the fraction of clips where the model's
-    error is below copy-last-frame's."""
-    from vqvp_core.metrics import beats, copy_last_frame, frame_mse, frame_ssim, psnr_summary
+    copy-last-frame and the VQ-VAE's reconstructions, with 95% bootstrap intervals over clips
+    (and of model minus copy-last-frame), and the fraction of clips where the model's error is
+    below copy-last-frame's. Also returns the SSIM per clip and frame, {system: (N, 12)}."""
+    from vqvp_core.eval.motion import frame_intervals
+    from vqvp_core.metrics import beats, copy_last_frame, frame_mse, frame_ssim_systems, psnr_summary
 
     systems = {"model": preds, "copy_last_frame": copy_last_frame(originals, GIVEN).numpy(), "reconstruction": recons}
     out: dict = {k: {} for k in ("psnr", "psnr_frame_mean", "exact_frames", "ssim", "psnr_per_frame", "ssim_per_frame")}
+    ssims = {k: v.numpy() for k, v in frame_ssim_systems({k: v[:, GIVEN:] for k, v in systems.items()},
+                                                        originals[:, GIVEN:]).items()}
     mses = {}
     for name, video in systems.items():
         mses[name] = frame_mse(video, originals)[:, GIVEN:]
-        psnr, ssim = psnr_summary(mses[name], originals[0, 0].size), frame_ssim(video, originals)[:, GIVEN:]
+        psnr, ssim = psnr_summary(mses[name], originals[0, 0].size), ssims[name]
         out["psnr"][name], out["psnr_per_frame"][name] = psnr["split"], psnr["split_per_frame"]
         out["psnr_frame_mean"][name], out["exact_frames"][name] = psnr["frame_mean"], psnr["exact_frames"]
-        out["ssim"][name], out["ssim_per_frame"][name] = ssim.mean().item(), ssim.mean(0).tolist()
+        out["ssim"][name], out["ssim_per_frame"][name] = float(ssim.mean()), ssim.mean(0).tolist()
+    out.update(frame_intervals({k: v.numpy() for k, v in mses.items()}, ssims, originals[0, 0].size, seed=seed))
     out["clips_model_beats_copy_last"] = beats(mses["model"], mses["copy_last_frame"])
-    return out
+    return out, ssims
+
+
+def motion_block(params, preds, originals, recons, manifest, ssims: dict) -> dict:
+    """The motion metric (vqvp_core.eval.motion) of every system, or why it is unavailable."""
+    from vqvp_core.data.ingest import synthetic_config
+    from vqvp_core.eval.motion import motion_metrics
+    from vqvp_core.metrics import copy_last_frame, frame_ssim_systems
+
+    if params.ingest.source != "synthetic":
+        return {"available": False, "reason": f"ingest.source is {params.ingest.source!r}: the motion metric needs "
+                                              "the synthetic generator, which knows every object"}
+    systems = {"model": load_draws(preds), "copy_last_frame": copy_last_frame(originals, GIVEN).numpy(),
+               "reconstruction": recons}
+    return motion_metrics(synthetic_config(params.ingest), manifest.source, manifest.start_time, manifest.fps,
+                          originals, systems, known_ssim=ssims, seed=params.evaluate.seed,
+                          ssim=lambda videos, target: {k: v.numpy() for k, v in frame_ssim_systems(videos, target).items()})
 
 
 def fvd_metrics(p, preds, originals, recons, device, progress: bool) -> dict:
@@ -117,6 +161,7 @@ def plot_psnr(per_frame: dict, path: Path) -> None:
 
 
 def _body(ctx: StageContext, args) -> None:
+    from vqvp_core.eval.motion import headline, plot_per_frame, summary
     from vqvp_core.train.loop import resolve_device
 
     p = ctx.params.evaluate
@@ -126,8 +171,11 @@ def _body(ctx: StageContext, args) -> None:
     preds, originals, manifest = load_samples()
     recons = reconstruct(originals, device)
     stats = json.loads((SAMPLES / "stats.json").read_text())
+    frames, ssims = frame_metrics(preds, originals, recons, p.seed)
     metrics = {"n_samples": int(len(preds)), "sample_seed": stats.get("seed"), "temperature": stats.get("temperature"),
-               "given_frames": GIVEN, **frame_metrics(preds, originals, recons)}
+               "given_frames": GIVEN, **frames}
+    t0 = time.perf_counter()
+    metrics["motion"] = motion = motion_block(ctx.params, preds, originals, recons, manifest, ssims)
     for name in ("top_prior", "bottom_prior"):
         path = Path(f"metrics/{name}.json")
         if path.exists():
@@ -137,13 +185,17 @@ def _body(ctx: StageContext, args) -> None:
     metrics["fvd"] = fvd_metrics(p, preds, originals, recons, device, not args.no_progress)
     write_metrics(METRICS, metrics)
     plot_psnr(metrics["psnr_per_frame"], PLOT)
+    plot_per_frame(motion if motion["available"] else {"frames": [], "per_frame": {}}, MOTION_PLOT)
     ctx.log_metrics({f"{m}/{k}": v for m in ("psnr", "ssim") for k, v in metrics[m].items()})
+    ctx.log_metrics({**{f"{m}/model_minus_copy_last": metrics[f"{m}_model_minus_copy_last"]["value"]
+                        for m in ("psnr", "ssim")}, **(headline(motion) if motion["available"] else {})})
     for key in ("fvd", "fvd_star"):
         for res, result in metrics["fvd"].get(key, {}).items():
             ctx.log_metrics({f"{key}/{res}": result["fvd"], f"{key}/{res}_std": result["std"]})
     ctx.mlflow.set_tag("vqvp.fvd", "computed" if metrics["fvd"]["available"] else metrics["fvd"]["reason"])
     ctx.mlflow.log_artifact(str(METRICS))
     ctx.mlflow.log_artifact(str(PLOT))
+    ctx.mlflow.log_artifact(str(MOTION_PLOT))
     fvd = metrics["fvd"]
     fvd_text = (", ".join(f"FVD@{r} {v['fvd']:.1f}±{v['std']:.1f}" for r, v in fvd["fvd"].items())
                 if fvd["available"] else f"FVD unavailable: {fvd['reason']}")
@@ -151,6 +203,8 @@ def _body(ctx: StageContext, args) -> None:
           f"copy-last-frame {metrics['psnr']['copy_last_frame']:.2f} dB (model ahead on "
           f"{metrics['clips_model_beats_copy_last']:.0%} of the clips); SSIM {metrics['ssim']['model']:.3f} vs "
           f"{metrics['ssim']['copy_last_frame']:.3f}; {fvd_text}")
+    print("evaluate: motion " + (summary(motion) + f" ({time.perf_counter() - t0:.1f} s)"
+                                 if motion["available"] else f"unavailable: {motion['reason']}"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,10 +34,10 @@ class SyntheticParams(_Section):
     """The embedded default source: moving digits and shapes (vqvp_core.data.synthetic).
     Frame size and fps come from the ingest section."""
 
-    # 96 videos -> 288 clips. More data helps the priors (they overfit 96 within ~300 steps:
-    # top prior val bits 2.68 at step 150, 3.04 at 500), but at the demo's 900 steps the VQ-VAE
-    # does worse on 256 (26.3 dB held-out, top codes 18% in use, vs 28.1 dB and 87%): README.
-    n_videos: int = Field(96, ge=1, description="number of synthetic videos")
+    # 400 videos -> 1,200 clips (963 / 126 / 111 train / val / test): rendering is seconds, and the
+    # priors of the 30 TFLOP demo see each training clip about once, so they learn instead of
+    # overfitting (on 96 videos they overfit within ~300 steps); 111 test clips resolve the metrics.
+    n_videos: int = Field(400, ge=1, description="number of synthetic videos")
     n_frames: int = Field(48, ge=1, description="frames per video; 48 gives 3 windows of 16")
     objects: tuple[int, int] = Field((1, 3), description="objects per video, inclusive range")
     kinds: Literal["digits", "shapes", "both"] = "both"
@@ -139,20 +139,28 @@ VQVAEModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_
 TrainDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.train.config:TrainConfig"))]
 
 
+# The `tiny` recipe (make demo), sized in FLOPs for a 2-core AVX2 CPU (30 TFLOP of training in all,
+# most of it for the bottom prior; bench/budget.py). Each value's measured reason: README, 'The demo's
+# recipe'. A VQ-VAE a seventh of VQ-VAE-2's widths with one residual block per stack (2.2 GFLOP per
+# clip and step instead of 37): at a fixed budget it reconstructs better than wider ones trained for
+# fewer steps; causal encoders (the given frames' codes are the clip's own first codes) and bottom
+# codes from the bottom features alone (no top-code noise in what the bottom prior predicts).
+TINY_VQVAE = dict(first_channels=16, channels=32, res_channels=16, n_res_blocks=1, embed_dim=16,
+                  causal_encoder=True, bottom_sees_top=False)
+TINY_VQVAE_TRAIN = dict(steps=600, batch_size=4, lr=4e-3, warmup_steps=20, precision="auto", ckpt_every=200,
+                        val_every=600, log_every=10, max_val_batches=4)
+
+
 class VQVAEParams(_Section):
     """train_vqvae: the model (vqvp_core.models.vqvae.VQVAEConfig) and its training
     (vqvp_core.train.config.TrainConfig); see README, 'train_vqvae'."""
 
-    model: VQVAEModelDict = Field(default_factory=dict)
+    model: VQVAEModelDict = Field(default_factory=lambda: dict(TINY_VQVAE))
     # precision auto (vqvp_core/train/precision.py): bf16 autocast where the device runs it
-    # natively (CUDA; a CPU with AMX or AVX512-BF16, where a tiny step is 3.6x faster than fp32,
-    # bench/vqvae.py), fp32 elsewhere (an AVX2 CPU would emulate bf16, 50x+ slower)
-    # fused_optimizer false: at 900 steps the top level's health depends on rounding: top codes in
-    # use 87% with the per-tensor AdamW at seed 0, 15% with the fused one at seed 0, 90% fused at
-    # seed 1 (README, "The model"); the demo keeps the run its numbers were measured on
-    train: TrainDict = Field(default_factory=lambda: dict(
-        steps=900, batch_size=8, lr=1e-3, warmup_steps=20, precision="auto", ckpt_every=300, val_every=300,
-        log_every=10, max_val_batches=4, fused_optimizer=False))
+    # natively (CUDA; a CPU with AMX or AVX512-BF16), fp32 elsewhere (an AVX2 CPU would emulate
+    # bf16, 50x+ slower). The tiny budget: 600 steps of 4 clips, 4.9 TFLOP (bench/budget.py); at
+    # this budget more, smaller steps beat fewer large ones (README, 'The demo's recipe')
+    train: TrainDict = Field(default_factory=lambda: dict(TINY_VQVAE_TRAIN))
     eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
     log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
     register_as: str = Field("vqvp-vqvae", min_length=1, description="MLflow registered model name")
@@ -167,8 +175,15 @@ class LatentsParams(_Section):
     cond_frames: int = Field(4, ge=1, description="given frames; the paper conditions on 4 and predicts 12")
 
 
-def _tiny_prior(module: str, name: str) -> Callable[[], dict]:
-    return lambda: getattr(importlib.import_module(module), name).tiny().to_dict()
+def _tiny_prior(module: str, name: str, **recipe: Any) -> Callable[[], dict]:
+    return lambda: {**getattr(importlib.import_module(module), name).tiny().to_dict(), **recipe}
+
+
+# The tiny recipe's bottom prior: a third of BottomPriorConfig.tiny()'s FLOPs per clip (5.2 vs 16.0
+# GFLOP, 0.6 M parameters), trained three times as many steps: at one budget it reaches lower
+# held-out bits (2.34 vs 2.65; README, 'The demo's recipe'). Attention every 3 of 6 layers.
+TINY_BOTTOM_PRIOR = dict(channels=32, n_layers=6, attn_every=3, attn_channels=32, out_hidden=64, embed_dim=16,
+                         cond_channels=48, cond_res_hidden=24)
 
 
 class TopPriorParams(_Section):
@@ -176,8 +191,9 @@ class TopPriorParams(_Section):
 
     model: TopPriorModelDict = Field(default_factory=_tiny_prior("vqvp_core.models.top_prior", "TopPriorConfig"))
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=150, batch_size=8, lr=1e-3, warmup_steps=10, ckpt_every=50, val_every=50, log_every=10,
-        max_val_batches=2))  # the tiny demo's budget (~30 s on 2 CPU cores; more overfits 96 videos)
+        steps=30, batch_size=8, lr=1e-3, warmup_steps=10, ckpt_every=30, val_every=30, log_every=10,
+        max_val_batches=2))  # the tiny demo's budget: 0.7 TFLOP; with causal encoders the top codes carry
+    # almost nothing the given frames do not fix (held-out 0.16 bits per code after 30 steps)
     eval_clips: int = Field(16, ge=1, description="clips per split for the final bits-per-code evaluation")
     register_as: str = Field("vqvp-top-prior", min_length=1)
     alias: str = Field("candidate", min_length=1)
@@ -187,10 +203,10 @@ class BottomPriorParams(_Section):
     """train_bottom_prior: the 2D PixelCNN over one bottom slice, with its 3D conditioning stack."""
 
     model: BottomPriorModelDict = Field(
-        default_factory=_tiny_prior("vqvp_core.models.bottom_prior", "BottomPriorConfig"))
+        default_factory=_tiny_prior("vqvp_core.models.bottom_prior", "BottomPriorConfig", **TINY_BOTTOM_PRIOR))
     train: TrainDict = Field(default_factory=lambda: dict(
-        steps=100, batch_size=4, lr=1e-3, warmup_steps=10, ckpt_every=50, val_every=50, log_every=10,
-        max_val_batches=2))  # the tiny demo's budget (~50 s on 2 CPU cores)
+        steps=300, batch_size=4, lr=2e-3, warmup_steps=10, ckpt_every=100, val_every=300, log_every=10,
+        max_val_batches=2))  # the tiny demo's budget: 6.2 TFLOP (bench/budget.py)
     eval_clips: int = Field(16, ge=1, description="clips per split for the final bits-per-code evaluation")
     register_as: str = Field("vqvp-bottom-prior", min_length=1)
     alias: str = Field("candidate", min_length=1)
@@ -199,13 +215,19 @@ class BottomPriorParams(_Section):
 class SampleParams(_Section):
     """sample: predictions for test clips (4 given frames -> 16 frames)."""
 
-    count: int = Field(32, ge=1, description="test clips to predict (fewer if the split is smaller)")
-    temperature: float = Field(1.0, ge=0, description="the paper's samples use 1.0 and 1.2; 0 = greedy")
+    count: int = Field(128, ge=1, description="test clips to predict (fewer if the split is smaller); "
+                       "the demo's 111 test clips resolve differences of a few tenths of a dB")
+    # tiny: 0.4. The demo's undertrained bottom prior draws coherent blobs at a low temperature and
+    # noise at 1.0 (111 test clips, 2 draws: one draw 12.88 dB at 0.4, 12.84 at 0.7, 12.62 at 1.0;
+    # README, 'The demo's recipe'); the paper and tiny-long presets keep the paper's 1.0
+    temperature: float = Field(0.4, ge=0, description="the paper's samples use 1.0 and 1.2; 0 = greedy")
     top_k: int | None = Field(None, ge=1, description="sample among the k most likely codes; null = all")
     seed: int = Field(0, ge=0)
-    samples_per_clip: int = Field(8, ge=1, description=(
+    samples_per_clip: int = Field(4, ge=1, description=(
         "draws per clip for the PSNR statistics (one, best of, pixel mean); predictions.npy keeps the first"))
-    batch_size: int = Field(16, ge=1)
+    # the cached sampler's per-code cost is mostly fixed overhead at tiny widths: one large batch of
+    # every draw of every clip amortises it (sample stage)
+    batch_size: int = Field(512, ge=1, description="rows (clip x draw) sampled together")
     cached: bool = Field(True, description="cached (fast) sampling; false runs the naive reference sampler")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     videos: int = Field(8, ge=0, description="side-by-side videos (given | predicted | ground truth) written")
@@ -298,10 +320,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         # causal encoders: the conditioning codes are the clip's own first codes (no seam between
         # given and predicted slices); bottom codes from the bottom features only: they no longer
         # vary with the top codes, which the decoder barely uses at this size (README, 'VQ-VAE')
-        "vqvae": {"model": {"causal_encoder": True, "bottom_sees_top": False}},
+        # the networks its README figures were measured with (the demo's before the 30 TFLOP recipe):
+        # VQ-VAE-2's widths, 900 steps of 8 (the bottom prior's widths: _tiny_long_models)
+        "vqvae": {"model": {"causal_encoder": True, "bottom_sees_top": False, "first_channels": 64,
+                            "channels": 128, "res_channels": 64, "n_res_blocks": 2, "embed_dim": 64},
+                  "train": {"steps": 900, "batch_size": 8, "lr": 1e-3, "ckpt_every": 300, "val_every": 300,
+                            "fused_optimizer": False}},
         "top_prior": {"train": {"steps": 600, "ckpt_every": 200, "val_every": 200}},
-        "bottom_prior": {"train": {"steps": 1500, "batch_size": 8, "ckpt_every": 250, "val_every": 250}},
-        "sample": {"count": 120},  # the whole test split
+        "bottom_prior": {"train": {"steps": 1500, "batch_size": 8, "lr": 1e-3, "ckpt_every": 250,
+                                   "val_every": 250}},
+        "sample": {"count": 120, "temperature": 1.0, "samples_per_clip": 8},  # the whole test split
     },
     "paper": {
         "preset": "paper",
@@ -309,11 +337,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ingest": {"source": "kinetics.csv", "size": 256, "fps": 25.0, "shard_size": 64,
                    # if synthetic data is used at 256x256, keep motion the same relative to the frame
                    "synthetic": {"speed": (2.0, 12.0)}},
-        # the paper: batch 16, 1M iterations (section 4); widths from VQVAEConfig.paper()
-        "vqvae": {"model": {"first_channels": 128, "channels": 256, "res_channels": 128, "size": 256,
-                            "decay": 0.99},  # VQ-VAE-2's EMA decay for long runs
-                  "train": {"steps": 1_000_000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 1000,
+        # the paper: batch 16, 1M iterations (section 4); the model is VQVAEConfig.paper() (_paper_models)
+        "vqvae": {"train": {"steps": 1_000_000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 1000,
                             "ckpt_every": 5000, "val_every": 5000, "log_every": 100, "max_val_batches": 16}},
+        "sample": {"temperature": 1.0, "samples_per_clip": 8, "batch_size": 16},  # the paper's temperature
     },
 }
 
@@ -333,15 +360,18 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _paper_priors() -> dict[str, Any]:
-    """The paper's prior sizes (VQ-VAE-2-like widths, 20 layers, attention every 5) and batches
-    (section 4: total batch 512 for the top prior, 32 for the bottom)."""
+def _paper_models() -> dict[str, Any]:
+    """The paper's models, whole (none of the tiny recipe's values leak in): the VQ-VAE of
+    VQVAEConfig.paper() (twice VQ-VAE-2's widths, EMA decay 0.99), the prior sizes (VQ-VAE-2-like
+    widths, 20 layers, attention every 5) and batches (section 4: 512 top, 32 bottom)."""
     from vqvp_core.models.bottom_prior import BottomPriorConfig
     from vqvp_core.models.top_prior import TopPriorConfig
+    from vqvp_core.models.vqvae import VQVAEConfig
 
     long_run = {"steps": 1_000_000, "lr": 3e-4, "warmup_steps": 1000, "ckpt_every": 5000, "val_every": 5000,
                 "log_every": 100, "max_val_batches": 16, "precision": "auto"}
-    return {"top_prior": {"model": TopPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 512}},
+    return {"vqvae": {"model": VQVAEConfig.paper().to_dict()},
+            "top_prior": {"model": TopPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 512}},
             "bottom_prior": {"model": BottomPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 32}}}
 
 
@@ -350,7 +380,10 @@ def preset_dict(name: str) -> dict[str, Any]:
         raise ConfigError(f"preset = {name!r}: expected one of {sorted(PRESETS)}")
     data = PRESETS[name]
     if name == "paper":
-        data = deep_merge(data, _paper_priors())
+        data = deep_merge(data, _paper_models())
+    if name == "tiny-long":  # its bottom prior: BottomPriorConfig.tiny() whole, not the demo's recipe
+        from vqvp_core.models.bottom_prior import BottomPriorConfig
+        data = deep_merge(data, {"bottom_prior": {"model": BottomPriorConfig.tiny().to_dict()}})
     if name in _BASED_ON:  # a partial section is filled from the base preset, not from the
         data = deep_merge(preset_dict(_BASED_ON[name]), data)  # config dataclasses' defaults
     return validate(data).model_dump(mode="json")

@@ -2,6 +2,7 @@
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -21,6 +22,7 @@ def sampled(models_workdir):
 
 
 def test_evaluate_without_i3d_weights_reports_everything_else(sampled):
+    """PSNR/SSIM with intervals, the motion metric, bits per code; FVD unavailable."""
     assert evaluate.main(args()) == 0
     metrics = json.loads((sampled / "metrics/eval.json").read_text())
     assert metrics["fvd"] == {"available": False, "reason": metrics["fvd"]["reason"]}
@@ -32,6 +34,40 @@ def test_evaluate_without_i3d_weights_reports_everything_else(sampled):
     assert 0.0 <= metrics["clips_model_beats_copy_last"] <= 1.0
     assert metrics["bits_per_code"]["top_prior"]["uniform_bits"] == 5.0
     assert (sampled / "metrics/eval_psnr_per_frame.png").stat().st_size > 0
+    for m in ("psnr", "ssim"):  # bootstrap intervals over clips, beside the existing keys
+        assert set(metrics[f"{m}_ci95"]) == set(metrics[m])
+        lo, hi = metrics[f"{m}_ci95"]["model"]
+        assert lo <= metrics[m]["model"] <= hi
+        assert set(metrics[f"{m}_model_minus_copy_last"]) == {"value", "ci95"}
+    # the motion metric, of every system; best of the draws sample keeps in draws.npz
+    draws = np.load(sampled / "data/samples/draws.npz")["draws"]
+    preds = np.load(sampled / "data/samples/predictions.npy")
+    n_draws = json.loads((sampled / "data/samples/stats.json").read_text())["samples_per_clip"]
+    assert n_draws > 1 and draws.shape == (n_draws, *preds.shape) and draws.dtype == np.uint8
+    assert np.array_equal(draws[0], preds)
+    motion = metrics["motion"]
+    assert motion["available"] and motion["n_clips"] == 4 and motion["draws"] == n_draws
+    systems = {"model", "model_best", "copy_last_frame", "constant_velocity", "reconstruction"}
+    assert set(motion["systems"]) == systems
+    for fig in ("psnr", "ssim", "centroid_error_px", "found", "found_frame16", "object_psnr"):
+        assert set(motion[fig]) == systems and set(motion["model_minus_copy_last_frame"][fig]) == {"model", "model_best"}
+        v = motion[fig]["model"]
+        assert v["ci95"][0] <= v["value"] <= v["ci95"][1]
+    for fig in ("centroid_error_px", "found", "object_psnr", "psnr", "ssim"):
+        assert all(len(v) == 12 for v in motion["per_frame"][fig].values())
+    assert motion["psnr"]["model"]["value"] == pytest.approx(metrics["psnr"]["model"], abs=1e-5)
+    assert motion["ssim"]["model"]["value"] == pytest.approx(metrics["ssim"]["model"], abs=1e-5)
+    assert motion["found"]["model_best"]["value"] >= motion["found"]["model"]["value"]
+    assert motion["constants"]["found_area_ratio"] == [0.5, 2.0]
+    assert (sampled / "metrics/eval_motion_per_frame.png").stat().st_size > 0
+
+
+def test_motion_metric_needs_the_synthetic_source():
+    from vqvp_core.config import load_params
+
+    params = load_params(None, ["ingest.source=/data/videos"])
+    motion = evaluate.motion_block(params, None, None, None, None, {})
+    assert motion["available"] is False and "synthetic" in motion["reason"]
 
 
 def test_evaluate_with_weights_file(sampled, tmp_path):

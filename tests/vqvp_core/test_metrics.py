@@ -104,3 +104,17 @@ def test_result_before_add_is_an_error():
 def test_frame_mse_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="one shape"):
         frame_mse(_clips(0), _clips(0, n=2))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 24, 20, 3), (1, 2, 9, 13, 3), (1, 1, 11, 11, 3)])
+def test_frame_ssim_by_separable_filtering_equals_the_2d_convolution(shape):
+    from vqvp_core.metrics import _frame_ssim_conv, frame_ssim, frame_ssim_systems
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, shape, dtype=np.uint8)
+    pred = np.clip(target.astype(int) + rng.integers(-40, 40, shape), 0, 255).astype(np.uint8)
+    ref = _frame_ssim_conv(pred, target)
+    assert torch.allclose(frame_ssim(pred, target), ref, atol=1e-5)
+    assert torch.all(frame_ssim(target, target) == 1.0)
+    both = frame_ssim_systems({"a": pred, "b": target}, target, chunk=1)  # chunks of one clip
+    assert torch.allclose(both["a"], ref, atol=1e-5) and torch.all(both["b"] == 1.0)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-__all__ = ["SyntheticConfig", "generate_video", "video_metadata", "object_tracks"]
+__all__ = ["SyntheticConfig", "generate_video", "video_metadata", "object_tracks", "video_background",
+           "render_video"]
 
 _KINDS = ("digits", "shapes", "both")
 _BACKGROUNDS = ("black", "noise", "gradient")
@@ -214,16 +215,23 @@ def _background(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
     return np.zeros((s, s, 3), dtype=np.float32)
 
 
-def generate_video(cfg: SyntheticConfig, index: int) -> np.ndarray:
-    """Video ``index`` of the data set: uint8 RGB frames, shape (n_frames, size, size, 3)."""
-    rng, bg_rng = _rngs(cfg, index)
-    objs = _plan(cfg, rng)
-    T, s = cfg.n_frames, cfg.size
-    frames = np.broadcast_to(_background(cfg, bg_rng), (T, s, s, 3)).copy()
+def video_background(cfg: SyntheticConfig, index: int) -> np.ndarray:
+    """The static background of video ``index``: float32 (size, size, 3) in [0, 1] (black,
+    noise or gradient); ``np.clip(bg * 255 + 0.5, 0, 255).astype(np.uint8)`` is how it shows."""
+    _, bg_rng = _rngs(cfg, index)
+    return _background(cfg, bg_rng)
+
+
+def _render(cfg: SyntheticConfig, objs: list[dict], positions: list, background: np.ndarray) -> np.ndarray:
+    """Frames of ``objs`` (back to front) at ``positions`` (per object: float (T, 2), the top-left
+    (y, x) of its padded box per frame) over ``background``: uint8 (T, size, size, 3)."""
+    T = len(positions[0]) if positions else cfg.n_frames
+    s = cfg.size
+    frames = np.broadcast_to(background, (T, s, s, 3)).copy()
     tt = np.arange(T)[:, None, None]
-    for o in objs:
+    for o, pos in zip(objs, positions):
         m = _mask(o)
-        pos = _positions(cfg, o)
+        pos = np.asarray(pos, dtype=np.float64)
         ip = np.floor(pos).astype(np.int64)
         fy, fx = [(pos[:, i] - ip[:, i]).astype(np.float32)[:, None, None] for i in (0, 1)]
         # Bilinear sub-pixel shift of the mask inside its (h+1, w+1) box: coverage is conserved.
@@ -241,6 +249,27 @@ def generate_video(cfg: SyntheticConfig, index: int) -> np.ndarray:
         else:
             frames[tt, yy, xx] = np.maximum(region, alpha * o["color"])
     return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def generate_video(cfg: SyntheticConfig, index: int) -> np.ndarray:
+    """Video ``index`` of the data set: uint8 RGB frames, shape (n_frames, size, size, 3)."""
+    rng, bg_rng = _rngs(cfg, index)
+    objs = _plan(cfg, rng)
+    return _render(cfg, objs, [_positions(cfg, o) for o in objs], _background(cfg, bg_rng))
+
+
+def render_video(cfg: SyntheticConfig, index: int, positions: list) -> np.ndarray:
+    """Video ``index``'s objects and background rendered with the renderer of ``generate_video``
+    at other ``positions``: one float (T, 2) array per object (back to front, as
+    ``object_tracks``: top-left (y, x) of the (h+1, w+1) box; with ``cfg.bounce`` each must lie
+    in [0, size - h - 1] x [0, size - w - 1]). uint8 (T, size, size, 3); the tracks' own
+    positions give exactly ``generate_video``'s frames."""
+    rng, bg_rng = _rngs(cfg, index)
+    objs = _plan(cfg, rng)
+    if len(positions) != len(objs) or len({len(p) for p in positions}) > 1:
+        raise ValueError(f"video {index} has {len(objs)} objects: give one (T, 2) array of positions each, "
+                         f"got {len(positions)} of lengths {[len(p) for p in positions]}")
+    return _render(cfg, objs, positions, _background(cfg, bg_rng))
 
 
 def video_metadata(cfg: SyntheticConfig, index: int) -> dict:

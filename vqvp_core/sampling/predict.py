@@ -79,9 +79,13 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, clips: np.ndarray | torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                seed: int | None = 0, cached: bool = True, batch_size: int = 16) -> np.ndarray:
+                seed: int | None = 0, cached: bool = True, batch_size: int = 16,
+                progress: bool = False) -> np.ndarray:
         """uint8 clips (B, T >= 4, H, W, 3): their first 4 frames are the given ones ->
-        uint8 (B, 16, H, W, 3). The same seed gives the same frames."""
+        uint8 (B, 16, H, W, 3). The same seed gives the same frames. ``progress``: a bar over the
+        batches."""
+        from tqdm.auto import tqdm
+
         clips = torch.as_tensor(np.asarray(clips))
         if clips.dim() != 5 or clips.shape[1] < COND_FRAMES or clips.shape[-1] != 3:
             raise ValueError(f"clips must be uint8 (B, T >= {COND_FRAMES}, H, W, 3), got shape {tuple(clips.shape)}")
@@ -89,7 +93,7 @@ class Predictor:
         generator = torch.Generator(self.device)
         generator.manual_seed(int(seed) if seed is not None else torch.seed())
         out = []
-        for start in range(0, clips.shape[0], batch_size):
+        for start in tqdm(range(0, clips.shape[0], batch_size), desc="predict", unit="batch", disable=not progress):
             given = clips_to_input(clips[start:start + batch_size, :COND_FRAMES], self.device)
             top, bottom = self.sample_codes(given, temperature, top_k, generator, cached)
             out.append(output_to_uint8(self.vqvae.decode_codes(top, bottom)).cpu().numpy())
