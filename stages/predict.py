@@ -21,6 +21,12 @@ DEFAULTS = {"vqvae": "models/vqvae/model.pt", "top_prior": "models/top_prior/mod
             "bottom_prior": "models/bottom_prior/model.pt"}
 
 
+SYNTHETIC_ONLY = (
+    "vqvp predict: note: these models were trained on synthetic shapes on black only (the demo's data); "
+    "on real footage even the 4 given frames decode as dark blobs. Train the same pipeline on your own "
+    "videos: vqvp run -S ingest.source=/path/to/videos (README, 'Prediction').")
+
+
 def resolve_model(ref: str, tmp: Path) -> Path:
     """A local model file, or `models:/NAME@ALIAS` / `models:/NAME/VERSION` from the MLflow registry
     (its run's checkpoint/model.pt artifact)."""
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("video", help="a video file or URL")
     ap.add_argument("--out", required=True, help="output .mp4 (a .gif and a _side_by_side.mp4 are written beside it)")
     ap.add_argument("--start", type=int, default=0, help="first given frame, counted at ingest.fps (default 0)")
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="sampling temperature (default: sample.temperature in --params; tiny 0.4, paper 1.0)")
     ap.add_argument("--top-k", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -73,16 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     for kind, default in DEFAULTS.items():
         ap.add_argument(f"--{kind.replace('_', '-')}", default=default, help=f"file or models:/NAME@ALIAS (default {default})")
     args = ap.parse_args(argv)
-    if args.start < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+    if args.start < 0 or (args.temperature or 0) < 0 or (args.top_k is not None and args.top_k < 1):
         ap.error("--start and --temperature must be >= 0, --top-k >= 1")
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         ap.error(f"--out must end in .mp4, got {out}")
     try:
-        fps = args.fps or load_params(args.params).ingest.fps
+        params = load_params(args.params)
+        fps = args.fps or params.ingest.fps
+        temperature = params.sample.temperature if args.temperature is None else args.temperature
     except ConfigError as exc:
         print(f"vqvp predict: {exc}", file=sys.stderr)
         return 2
+
+    import torch
 
     from vqvp_core.sampling.predict import Predictor
     from vqvp_core.train.loop import resolve_device
@@ -94,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             paths = {k: resolve_model(getattr(args, k), Path(tmp)) for k in DEFAULTS}
             predictor = Predictor.from_files(paths["vqvae"], paths["top_prior"], paths["bottom_prior"],
                                              device=resolve_device(args.device))
+            source = torch.load(paths["vqvae"], map_location="cpu", weights_only=True).get("data_source")
         except Exception as exc:  # a missing file, an unknown registered model or alias
             print(f"vqvp predict: cannot load the models: {exc}; train them first (vqvp run)", file=sys.stderr)
             return 3
     # frames at the size the VQ-VAE was trained on, resized and cropped as ingest does
     frames = read_frames(args.video, fps, predictor.vqvae.config.size, args.start)
-    pred = predictor.predict(frames[None, :GIVEN], args.temperature, args.top_k, args.seed)[0]
+    pred = predictor.predict(frames[None, :GIVEN], temperature, args.top_k, args.seed)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, pred, fps=fps)
     write_video(out.with_suffix(".gif"), pred, fps=fps)
@@ -110,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     write_video(side, side_by_side(*panels), fps=fps)
     print(f"vqvp predict: {out}, {out.with_suffix('.gif')}, {side} "
           f"(given | predicted{' | ground truth' if len(frames) == CLIP else ''})")
+    if source == "synthetic":
+        print(SYNTHETIC_ONLY, file=sys.stderr)
     return 0
 
 

@@ -183,7 +183,8 @@ def finish(ctx: StageContext, model, trainer, final: dict, out: Path, metrics_fi
     ctx.mlflow.set_tag("vqvp.precision", metrics["precision"])
     ctx.mlflow.set_tag("vqvp.cpu_capability", metrics["cpu_capability"])
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_model(out / "model.pt", trainer.model_config, state, train_config=trainer.cfg.to_dict(),
+    save_model(out / "model.pt", trainer.model_config, state, data_source=ctx.params.ingest.source,
+               train_config=trainer.cfg.to_dict(),
                step=int(final["step"]), metrics=metrics, fingerprint=trainer.fingerprint)
     write_metrics(metrics_file, metrics)
     ctx.log_metrics({k: v for k, v in metrics.items() if k.startswith(("eval/", "baseline/"))})

@@ -46,6 +46,7 @@ def test_predict_a_user_video(models_workdir, capsys):
     video = fixtures.write_test_video(models_workdir / "in" / "my vidéo.webm", n_frames=60, size=(80, 60), fps=10)
     out = models_workdir / "out" / "pred.mp4"
     assert vqvp(["predict", os.fspath(video), "--out", str(out), "--seed", "3", "--start", "2"]) == 0
+    assert "trained on synthetic shapes on black only" in capsys.readouterr().err  # said where users read
     frames = _frames(out)
     assert len(frames) == 16 and frames[0].shape == (32, 32, 3)
     assert out.with_suffix(".gif").exists()
