@@ -1,7 +1,7 @@
 """Stage `train_vqvae`: data/clips/ -> models/vqvae/model.pt (+ metrics/vqvae.json).
 
 Trains the hierarchical 3D VQ-VAE with the shared Trainer (resumable checkpoints in
-checkpoints/train_vqvae/, bf16 on CUDA, DDP under torchrun), then measures reconstruction
+checkpoints/train_vqvae/, precision auto, DDP under torchrun), then measures reconstruction
 PSNR and codes in use per level on held-out clips, logs original | reconstruction videos,
 and registers the model in MLflow.
 """
