@@ -21,6 +21,10 @@ PRESET_NAMES = ("tiny", "tiny-long", "paper")  # vqvp_core.config.PRESETS (not i
 
 # The ephemeral Prefect server would try to phone home (and log an error on a closed network).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect waits 20 s for its ephemeral server by default; a fresh machine's first start (the database
+# migrations) under load can take longer, and then `vqvp run` failed in its first minute.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+EXIT_STOPPED = 130  # stopped by Ctrl-C or SIGTERM (the shell's 128 + SIGINT)
 
 
 def _add_overrides(ap: argparse.ArgumentParser) -> None:
@@ -58,8 +62,30 @@ def _add_flow_options(parser) -> None:
 
 def _add_gpu_slots(parser) -> None:
     parser.add_argument("--gpu-slots", type=_positive_int, default=None, metavar="N",
-                        help="GPU stages allowed to run at once (the Prefect concurrency limit on the "
-                             "`gpu` tag); default: keep the limit in force, or create it with 1")
+                        help="GPU stages allowed to run at once on this machine (slot locks in "
+                             "$VQVP_GPU_LOCK_DIR, default <tmp>/vqvp-gpu-slots; released by the OS when a "
+                             "stage ends or is killed); default: keep the count in force (1 if never set)")
+
+
+def _stoppable(run_flow) -> int:
+    """Run a flow so that Ctrl-C and SIGTERM stop it within seconds: SIGTERM is turned into
+    KeyboardInterrupt, and the running stage's process group is stopped (flows.pipeline._stream)."""
+    import signal
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        ran = run_flow()
+    except KeyboardInterrupt:
+        print("\nvqvp: stopped (its stages were stopped too; a rerun resumes from their checkpoints)",
+              file=sys.stderr)
+        return EXIT_STOPPED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_where(ran)
+    return 0
 
 
 def cmd_run(args) -> int:
@@ -67,19 +93,15 @@ def cmd_run(args) -> int:
         return 2
     from flows.pipeline import pipeline
 
-    ran = pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo, gpu_slots=args.gpu_slots,
-                   remote=args.dvc_remote)
-    _print_where(ran)
-    return 0
+    return _stoppable(lambda: pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo,
+                                       gpu_slots=args.gpu_slots, remote=args.dvc_remote))
 
 
 def cmd_rerun(args) -> int:
     from flows.pipeline import rerun
 
-    ran = rerun(stage=args.stage, downstream=args.downstream, repo=args.repo, gpu_slots=args.gpu_slots,
-                remote=args.dvc_remote)
-    _print_where(ran)
-    return 0
+    return _stoppable(lambda: rerun(stage=args.stage, downstream=args.downstream, repo=args.repo,
+                                    gpu_slots=args.gpu_slots, remote=args.dvc_remote))
 
 
 def _print_where(ran: list[str]) -> None:

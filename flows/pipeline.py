@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,19 +21,18 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from stages import STAGES
-from stages.common import ENV_FLOW_RUN, ENV_PARENT_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
+from stages import GPU_STAGES, STAGES
+from stages import gpu_slot
+from stages.common import ENV_FLOW_PID, ENV_FLOW_RUN, ENV_PARENT_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
 from stages.lineage import parent_run, tag_stage_run
 from vqvp_core.atomic import write_text
 from vqvp_core.config import PARAMS_FILE, apply_overrides, dump_params, load_params, preset_dict, validate
 
 PERMANENT_EXIT_CODES = (EXIT_BAD_PARAMS, EXIT_BAD_INPUT)  # bad params or data: a retry cannot help
-# Stages that want an accelerator: their tasks carry the `gpu` tag, and every flow makes sure
-# a Prefect tag concurrency limit on it exists (1 slot unless told otherwise), so that runs
-# sharing a workspace or a machine never put two GPU stages on one GPU at once. The GPU work
-# pool's deployments (infra/prefect.yaml) pick them up.
+# GPU stages (stages.GPU_STAGES) carry this tag; each holds a machine-local GPU slot while it runs
+# (stages/gpu_slot.py), so runs sharing a machine never put more GPU stages on it than it has slots.
 GPU_TAG = "gpu"
-GPU_STAGES = ("train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior", "sample", "evaluate")
+STOP_GRACE_S = 10.0  # after Ctrl-C / SIGTERM: how long a stage gets to stop before SIGKILL
 
 
 class StageFailed(RuntimeError):
@@ -53,6 +53,7 @@ def _env(parent_run_id: str | None = None) -> dict[str, str]:
     # dvc.yaml's commands (`vqvp stage ...`) must find this environment's `vqvp`.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env[ENV_FLOW_PID] = str(os.getpid())  # a stage stops itself when this process is gone
     if flow_run.id:
         env[ENV_FLOW_RUN] = str(flow_run.id)
     return env
@@ -97,15 +98,59 @@ def _stream(cmd: list[str], repo: str, env: dict[str, str], stage: str, lines: l
     """Run cmd in repo, each output line to the flow log (and to `lines`); its exit code."""
     logger = get_run_logger()
     logger.info("running %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # its own process group: on Ctrl-C / SIGTERM the whole group (dvc and the stage) is stopped
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        # a progress bar redraws with '\r': log only its latest state, once per line
-        line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1].strip()
-        if line:
+    try:
+        for line in progress_lines(proc.stdout):
             lines.append(line)
             logger.info("%s | %s", stage, line)
-    return proc.wait()
+        return proc.wait()
+    except BaseException:
+        stop_group(proc)
+        raise
+
+
+def progress_lines(stream, every_s: float = 5.0):
+    """The text lines of a byte stream; a progress bar that redraws with '\r' yields its latest
+    state when its line ends and, while it runs, at most once every `every_s` seconds."""
+    import time
+
+    buf, last = b"", 0.0
+    while True:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        *done, buf = buf.split(b"\n")
+        for raw in done:
+            line = raw.decode("utf-8", "replace").rstrip().rsplit("\r", 1)[-1].strip()
+            if line:
+                yield line
+        if b"\r" in buf and time.monotonic() - last >= every_s:
+            parts = [p for p in buf.split(b"\r") if p.strip()]
+            if parts:
+                last = time.monotonic()
+                yield parts[-1].decode("utf-8", "replace").strip()
+            buf = buf[buf.rfind(b"\r"):]
+    tail = buf.decode("utf-8", "replace").rsplit("\r", 1)[-1].strip()
+    if tail:
+        yield tail
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the process group of `proc`; SIGKILL what is left after `grace_s`."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @contextlib.contextmanager
@@ -119,24 +164,37 @@ def _in_repo(repo: str):
         os.chdir(old)
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task
 def ensure_gpu_limit(slots: int | None = None) -> int:
-    """The `gpu` tag's concurrency limit: set to `slots` when given; else created with 1 slot
-    if missing, and left as an administrator set it if present. Returns the limit in force."""
+    """The machine's GPU slots (stages/gpu_slot.py): set to `slots` when given, else left as they
+    are (1 by default). Says who holds them now, and warns of a Prefect tag concurrency limit
+    on `gpu` (vqvp before issue 13 used one; a crash could leave its slot held for ever).
+    Returns the slot count in force."""
+    logger = get_run_logger()
+    n = gpu_slot.set_slots(slots) if slots is not None else gpu_slot.slots()
+    logger.info("GPU stages limited to %d at a time on this machine (slot locks in %s)", n, gpu_slot.lock_dir())
+    for h in gpu_slot.holders():
+        logger.info("GPU %s", gpu_slot.describe(h))
+    _warn_prefect_gpu_limit(logger)
+    return n
+
+
+def _warn_prefect_gpu_limit(logger) -> None:
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
-    if slots is not None and slots < 1:
-        raise ValueError(f"gpu_slots must be >= 1, got {slots}")
-    with get_client(sync_client=True) as client:
-        if slots is None:
-            try:
-                return client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit
-            except ObjectNotFound:
-                slots = 1
-        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)  # create or update
-    get_run_logger().info("GPU stages limited to %d at a time (tag %r)", slots, GPU_TAG)
-    return slots
+    try:
+        with get_client(sync_client=True) as client:
+            limit = client.read_concurrency_limit_by_tag(GPU_TAG)
+    except ObjectNotFound:
+        return
+    except Exception as exc:  # the warning must never stop a run
+        logger.debug("could not read the Prefect concurrency limit on %r: %s", GPU_TAG, exc)
+        return
+    logger.warning("a Prefect tag concurrency limit on %r exists (%d slots, %d active): vqvp no longer uses it, "
+                   "but Prefect still applies it to the GPU stages' tasks; if those stay pending, remove it with "
+                   "`prefect concurrency-limit delete %s`", GPU_TAG, limit.concurrency_limit,
+                   len(limit.active_slots or []), GPU_TAG)
 
 
 @task

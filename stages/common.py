@@ -16,7 +16,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,6 +35,10 @@ ENV_FLOW_RUN = "VQVP_FLOW_RUN_ID"
 # Above 1, `vqvp stage train_*` relaunches itself under torchrun, so `dvc repro`, `vqvp run`
 # and a GPU work pool's job (which sets this variable) train on every GPU of the machine.
 ENV_NPROC = "VQVP_NPROC_PER_NODE"
+# Set by the Prefect flow to its own pid: a stage whose flow process is gone (killed, even with
+# SIGKILL) stops itself, so it never keeps a GPU slot or a workspace lock for a run nobody waits on.
+ENV_FLOW_PID = "VQVP_FLOW_PID"
+WATCH_FLOW_EVERY_S = 2.0
 
 
 class BadInputError(RuntimeError):
@@ -163,8 +168,22 @@ def run_stage(name: str, argv: list[str] | None, description: str,
     except ConfigError as exc:
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
-    if nproc > 1:
-        return relaunch_under_torchrun(name, argv, nproc)
+    _watch_flow(name)
+    from stages import GPU_STAGES
+    from stages.gpu_slot import acquire as gpu_slot
+
+    placed = gpu_slot(name, say=_say) if name in GPU_STAGES and "LOCAL_RANK" not in os.environ else nullcontext()
+    with placed:
+        if nproc > 1:
+            return relaunch_under_torchrun(name, argv, nproc)
+        return _run_body(name, params, section, body, args)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run_body(name: str, params: Params, section: str | None, body, args) -> int:
     try:
         with mlflow_run(name, params, section or name) as mlflow:
             body(StageContext(name, params, mlflow), args)
@@ -175,3 +194,40 @@ def run_stage(name: str, argv: list[str] | None, description: str,
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process (Linux /proc), to tell it from a later one with its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _watch_flow(name: str) -> None:
+    """Under the flow (ENV_FLOW_PID): a daemon thread that stops this stage when the flow is gone."""
+    value = os.environ.get(ENV_FLOW_PID, "")
+    if not value.isdigit() or rank() != 0:
+        return
+    import signal
+    import threading
+
+    pid = int(value)
+    started = _process_start(pid)
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return started is None or _process_start(pid) == started
+
+    def watch() -> None:
+        while alive():
+            time.sleep(WATCH_FLOW_EVERY_S)
+        _say(f"vqvp stage {name}: the vqvp run that started it (pid {pid}) is gone; stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="vqvp-watch-flow", daemon=True).start()

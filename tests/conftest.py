@@ -44,6 +44,7 @@ def _isolated_env(tmp_path, monkeypatch):
     """No test writes to the developer's MLflow store, Prefect home or DVC site cache."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("VQVP_GPU_LOCK_DIR", str(tmp_path / "gpu-slots"))  # not the machine's slots
     monkeypatch.setenv("GIT_AUTHOR_NAME", "vqvp-test")
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.invalid")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "vqvp-test")

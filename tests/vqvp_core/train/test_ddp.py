@@ -18,7 +18,8 @@ _spec.loader.exec_module(ts)
 
 # Global batch 8: 2 ranks x 2 accumulation micro-steps x 2 samples vs 1 process x 8 samples.
 CFG = dict(steps=6, batch_size=8, lr=3e-2, warmup_steps=1, grad_clip=0.5, weight_decay=0.1,
-           log_every=2, val_every=3, ckpt_every=3, seed=1)
+           log_every=2, val_every=3, ckpt_every=3, seed=1,
+           precision="fp32")  # exact equality: auto would pick bf16 on a CPU with native bf16
 
 
 def test_ddp_two_ranks_match_single_process(tmp_path: Path) -> None:

@@ -1,0 +1,109 @@
+"""A killed `vqvp run` never blocks the next one: real processes, the ephemeral Prefect API, real DVC."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from stages import gpu_slot
+from tests.conftest import BIN, FAST
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# train_vqvae long enough to be killed in the middle of it
+LONG = FAST + ["vqvae.train.steps=5000", "vqvae.train.ckpt_every=5000", "vqvae.train.val_every=5000"]
+
+
+def vqvp_run(repo, overrides, tmp_path, log_name):
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.pop("PREFECT_API_URL", None)  # the ephemeral API, as a new user runs it
+    args = [str(BIN / "vqvp"), "run", "--preset", "tiny"] + [a for o in overrides for a in ("-S", o)]
+    log = open(tmp_path / log_name, "w")
+    # its own session: the test can clean up what a SIGKILL leaves behind (the ephemeral server)
+    return subprocess.Popen(args, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(predicate, timeout, what):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def stage_running(stage):
+    return any(h.get("stage") == stage for h in gpu_slot.holders())
+
+
+def pids_alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_run_killed_in_a_gpu_stage_does_not_block_the_next(repo, tmp_path, sig):
+    first = vqvp_run(repo, LONG, tmp_path, "first.log")
+    try:
+        wait_for(lambda: stage_running("train_vqvae"), 240, "train_vqvae to hold the GPU slot")
+        (holder,) = gpu_slot.holders()
+        os.kill(first.pid, sig)
+        if sig == signal.SIGTERM:  # stops its stages and exits within seconds
+            assert first.wait(timeout=30) == 130
+        # SIGKILL cannot be handled: the stage sees its run is gone and stops itself
+        wait_for(lambda: not pids_alive([holder["pid"]]), 30, "the orphaned stage to stop")
+        assert gpu_slot.holders() == []
+    finally:
+        with_group_killed(first)
+    second = vqvp_run(repo, FAST, tmp_path, "second.log")
+    try:
+        assert second.wait(timeout=420) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    finally:
+        with_group_killed(second)
+    log = (tmp_path / "second.log").read_text()
+    assert "stages run:" in log and "waiting for a GPU slot" not in log
+
+
+def with_group_killed(proc):
+    """What a SIGKILLed run leaves behind (its ephemeral API server) goes with its session."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def test_a_waiting_stage_names_what_holds_the_slot(repo):
+    """A stage that finds the slot held says so, naming the holder, and runs once it is free."""
+    from vqvp_core.config import apply_overrides, dump_params, preset_dict, validate
+
+    (repo / "params.yaml").write_text(dump_params(validate(apply_overrides(preset_dict("tiny"), FAST))))
+    holder = subprocess.Popen(
+        [str(BIN / "python"), "-c", "import time\nfrom stages.gpu_slot import acquire\n"
+         "with acquire('someone-else', say=lambda m: None):\n    print('held', flush=True); time.sleep(600)"],
+        cwd=repo, stdout=subprocess.PIPE, text=True)
+    out = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train_vqvae"], cwd=repo, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            out.append(line)
+            if "waiting for a GPU slot" in line:
+                break
+        holder.kill()
+        out += proc.stdout.readlines()
+        assert proc.wait(timeout=300) == 0, "".join(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    text = "".join(out)
+    assert "train_vqvae: waiting for a GPU slot" in text and "someone-else" in text and f"pid {holder.pid}" in text
+    assert "train_vqvae: got GPU slot 0 after" in text
