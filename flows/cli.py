@@ -105,7 +105,10 @@ def cmd_rerun(args) -> int:
 
 
 def _print_where(ran: list[str]) -> None:
-    print("\nvqvp: stages run:", ", ".join(ran))
+    if ran:
+        print("\nvqvp: stages run:", ", ".join(ran))
+    else:
+        print("\nvqvp: nothing to run: every stage is up to date (DVC skipped them all)")
     print("  clips:        data/clips/ (manifest.parquet, rejected.csv)")
     print("  metrics:      metrics/*.json   (dvc metrics show)")
     print("  MLflow UI:    mlflow ui --backend-store-uri sqlite:///mlflow.db")

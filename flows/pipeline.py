@@ -67,9 +67,10 @@ def _transient(task, task_run, state) -> bool:
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=_transient, tags=["vqvp-stage"])
 def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = False,
-          parent_run_id: str | None = None, remote: bool = False) -> str:
+          parent_run_id: str | None = None, remote: bool = False) -> list[str]:
     """Run one stage through DVC (`dvc repro -s STAGE`), streaming its output to the flow log;
-    then tag its MLflow run with the md5s DVC recorded in dvc.lock.
+    then tag its MLflow run with the md5s DVC recorded in dvc.lock. Returns the stages DVC really
+    ran (from its output; empty when it found them up to date and skipped them).
 
     `remote`: for stages that run on separate machines (one checkout each), pull the stage's
     missing inputs from the DVC remote first (`dvc repro --pull`) and push its outputs after
@@ -87,11 +88,19 @@ def repro(stage: str, repo: str = ".", force: bool = False, downstream: bool = F
     if code != 0:
         found = re.findall(r"exited with (\d+)", "\n".join(lines))
         raise StageFailed(stage, int(found[-1]) if found else code, "\n".join(lines[-30:]))
+    executed = ran_by_dvc(lines)
     if flow_run.id:
-        for name in ran:
+        for name in executed:
             with _in_repo(repo):
                 tag_stage_run(name, str(flow_run.id), flow_run.ui_url, repo)
-    return "\n".join(lines)
+    if not executed:
+        get_run_logger().info("%s: up to date, DVC skipped it", stage)
+    return executed
+
+
+def ran_by_dvc(lines: list[str]) -> list[str]:
+    """The stages `dvc repro` output says it ran ("Running stage 'NAME':"), in order."""
+    return list(dict.fromkeys(re.findall(r"Running stage '([^']+)'", "\n".join(lines))))
 
 
 def _stream(cmd: list[str], repo: str, env: dict[str, str], stage: str, lines: list[str]) -> int:
@@ -274,7 +283,8 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
              stages: list[str] | None = None, gpu_slots: int | None = None,
              remote: bool = False) -> list[str]:
     """The end-to-end pipeline: params first (validated), then every stage in order; `remote`:
-    each stage pulls its inputs from the DVC remote and pushes its outputs (see `repro`)."""
+    each stage pulls its inputs from the DVC remote and pushes its outputs (see `repro`).
+    Returns the stages DVC ran (those it found up to date are skipped, and not listed)."""
     overrides, repo = list(overrides or []), str(Path(repo).resolve())
     used = write_params(repo, preset, overrides)
     ensure_gpu_limit(gpu_slots)
@@ -284,10 +294,10 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
         raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
                                     {"preset": used, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
-        for stage in todo:
-            stage_task(stage)(stage, repo, parent_run_id=run_id, remote=remote)
+        executed = [name for stage in todo for name in stage_task(stage)(stage, repo, parent_run_id=run_id,
+                                                                          remote=remote)]
     publish_artifacts(repo, todo)
-    return todo
+    return executed
 
 
 def stage_task(stage: str):
@@ -321,13 +331,15 @@ def downstream_of(stage: str, repo: str = ".") -> list[str]:
 @flow(name="vqvp-rerun", log_prints=True)
 def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int | None = None,
           remote: bool = False) -> list[str]:
-    """Force one stage (or it and everything after it) to run again through DVC."""
+    """Force one stage (or it and everything after it) to run again through DVC; returns the stages
+    DVC ran."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
     ensure_gpu_limit(gpu_slots)
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
-        stage_task(stage)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id, remote=remote)
+        executed = stage_task(stage)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id,
+                                     remote=remote)
     publish_artifacts(repo, ran)
-    return ran
+    return executed

@@ -51,6 +51,24 @@ def code_files(stage: str, dvc_file: str | Path = "dvc.yaml") -> list[Path]:
     return sorted(files)
 
 
+def tracked_params(stage: str, params: dict[str, Any], fallback: set[str],
+                   dvc_file: str | Path = "dvc.yaml") -> dict[str, Any]:
+    """The values of the params keys dvc.yaml lists for `stage` (the keys that change its outputs:
+    bookkeeping such as aliases, logging, devices and checkpoint cadence is not among them, see
+    scripts/dvc_graph.py), as {dotted key: value}; without a dvc.yaml, the `fallback` sections."""
+    try:
+        keys = yaml.safe_load(Path(dvc_file).read_text())["stages"][stage].get("params") or []
+    except (OSError, KeyError, TypeError):
+        keys = sorted(fallback)
+    out = {}
+    for key in keys:
+        value: Any = params
+        for part in str(key).split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[str(key)] = value
+    return out
+
+
 def data_digest(path: Path, lock_file: str | Path = "dvc.lock") -> str:
     """The md5 DVC recorded for an out folder in dvc.lock (what `dvc repro` just produced);
     without one, a sha256 over the folder's files."""
@@ -160,7 +178,7 @@ def train(ctx: StageContext, stage: str, build_model, model_config: dict, train_
     check_precision(stage, tcfg)  # before any data, checkpoint or model is touched
     for path in inputs:
         log_dataset(ctx, path)
-    digest = fingerprint(stage, ctx.params.model_dump(include=params_include | {"preset"}, mode="json"), inputs)
+    digest = fingerprint(stage, tracked_params(stage, ctx.params.model_dump(mode="json"), params_include), inputs)
     ckpts = prepare_checkpoints(stage, digest) if rank() == 0 else CHECKPOINTS / stage
     torch.manual_seed(tcfg.seed)  # the model's initial weights
     model = build_model()

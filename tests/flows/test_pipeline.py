@@ -18,9 +18,27 @@ def prefect_api():
         yield
 
 
+def stage_runs() -> dict[str, int]:
+    """How many MLflow runs each stage has: what really ran, not what a flow says it ran."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("vqvp")
+    counts: dict[str, int] = {}
+    for run in client.search_runs([exp.experiment_id]) if exp else []:
+        stage = run.data.tags.get("vqvp.stage")
+        counts[stage] = counts.get(stage, 0) + 1
+    return counts
+
+
 def test_flow_runs_stages_through_dvc(prefect_api, repo):
     ran = pipeline(preset="tiny", overrides=FAST, repo=str(repo))
-    assert ran == list(STAGES)
+    assert ran == list(STAGES)  # what DVC's output says it ran
+    first = stage_runs()
+    assert all(first[s] == 1 for s in STAGES), first
+    # the same run again: DVC finds every stage up to date and runs none (a second `make demo`)
+    assert pipeline(preset="tiny", overrides=FAST, repo=str(repo)) == []
+    assert {s: n for s, n in stage_runs().items() if s in STAGES} == {s: 1 for s in STAGES}
     assert json.loads((repo / "metrics/ingest.json").read_text())["clips"] == 12
     for name in ("vqvae", "top_prior", "bottom_prior"):
         assert json.loads((repo / f"metrics/{name}.json").read_text())["step"] == 2
@@ -34,8 +52,11 @@ def test_flow_runs_stages_through_dvc(prefect_api, repo):
     lock = (repo / "dvc.lock").read_text()
     assert rerun(stage="ingest", repo=str(repo)) == ["ingest"]
     assert (repo / "dvc.lock").read_text() == lock
-    # --downstream: it and everything after it run again
+    assert stage_runs()["ingest"] == 2 and stage_runs()["train_vqvae"] == 1
+    # --downstream: it and everything after it run again, and nothing before it
     assert rerun(stage="train_vqvae", downstream=True, repo=str(repo), gpu_slots=2) == list(STAGES[1:])
+    after = stage_runs()
+    assert after["ingest"] == 2 and all(after[s] == 2 for s in STAGES[1:]), after
     assert gpu_slot.slots() == 2
     rerun(stage="package_human_eval", repo=str(repo))
     assert gpu_slot.slots() == 2  # a count in force is left as it is
@@ -71,9 +92,10 @@ def check_lineage():
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("vqvp")
-    (pipeline_run,) = client.search_runs([exp.experiment_id], "tags.`vqvp.stage` = 'pipeline'")
+    pipelines = client.search_runs([exp.experiment_id], "tags.`vqvp.stage` = 'pipeline'")
+    assert len(pipelines) == 2  # the run, and the second that DVC found up to date
     (sample_run,) = client.search_runs([exp.experiment_id], "tags.`vqvp.stage` = 'sample'")
-    assert sample_run.data.tags["mlflow.parentRunId"] == pipeline_run.info.run_id
+    (pipeline_run,) = [r for r in pipelines if r.info.run_id == sample_run.data.tags["mlflow.parentRunId"]]
     assert sample_run.data.tags["vqvp.out.data/samples"]  # md5 from dvc.lock
     assert sample_run.data.tags["vqvp.prefect_flow_run_id"] == pipeline_run.data.tags["vqvp.prefect_flow_run_id"]
     nodes = chain(sample_run.info.run_id)

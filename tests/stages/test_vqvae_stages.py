@@ -75,8 +75,16 @@ def test_killed_training_resumes_to_the_same_model(workdir, tmp_path_factory):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (workdir / "models/vqvae/model.pt").exists()
+    last = max(int(p.stem.split("_")[1]) for p in ckpts.glob("step_*.pt"))
     assert subprocess.run(_stage_cmd("train_vqvae", argv), cwd=workdir, env=env, capture_output=True).returncode == 0
     resumed = torch.load(workdir / "models/vqvae/model.pt", weights_only=True)
+    # resumed, not started over: the second run logged only steps after the last checkpoint
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("vqvp")
+    second = client.search_runs([exp.experiment_id], "tags.`vqvp.stage` = 'train_vqvae'",
+                                order_by=["attributes.start_time DESC"])[0]
+    steps = [m.step for m in client.get_metric_history(second.info.run_id, "train/loss")]
+    assert steps and min(steps) > last >= 8, (steps, last)
 
     fresh_dir = tmp_path_factory.mktemp("fresh")
     for name in ("dvc.yaml", "data"):
@@ -93,6 +101,16 @@ def test_changed_params_start_fresh(workdir, caplog):
     assert train_vqvae.main(train_args(steps=2, lr=1e-3)) == 0  # would be a resume mismatch otherwise
     assert (workdir / "checkpoints/.train_vqvae.previous").exists()
     assert "starting fresh" in caplog.text
+
+
+def test_bookkeeping_params_keep_the_checkpoints(workdir, caplog):
+    """Names, aliases, logging and checkpoint cadence are not in the fingerprint (dvc.yaml's params)."""
+    assert train_vqvae.main(train_args(steps=2)) == 0
+    marker = (workdir / "checkpoints/train_vqvae/FINGERPRINT").read_text()
+    assert train_vqvae.main(train_args(steps=2) + ["-S", "vqvae.alias=other", "-S", "vqvae.register_as=x",
+                                                   "-S", "vqvae.log_videos=0", "-S", "vqvae.train.log_every=3"]) == 0
+    assert "starting fresh" not in caplog.text
+    assert (workdir / "checkpoints/train_vqvae/FINGERPRINT").read_text() == marker
 
 
 @pytest.mark.integration
