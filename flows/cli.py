@@ -126,6 +126,23 @@ def cmd_stage(args, rest: list[str]) -> int:
     return main(rest)
 
 
+def _stage_help(asked: bool) -> int:
+    """`vqvp stage -h`: the stages, in pipeline order, with the first line of each one's docstring."""
+    import importlib
+
+    from stages import GPU_STAGES, STAGES
+
+    out = sys.stdout if asked else sys.stderr
+    print("usage: vqvp stage STAGE [-S section.key=value ...] [--params FILE] [--no-progress]\n\n"
+          "Run one pipeline stage in this process, as dvc.yaml calls it (vqvp stage STAGE -h: its options).\n\n"
+          "stages, in pipeline order:", file=out)
+    for name in STAGES:
+        doc = (importlib.import_module(f"stages.{name}").__doc__ or "").strip().splitlines()
+        where = "gpu" if name in GPU_STAGES else "cpu"
+        print(f"  {name:<20} [{where}] {doc[0] if doc else ''}", file=out)
+    return 0 if asked else 2
+
+
 def cmd_params(args) -> int:
     from vqvp_core.config import ConfigError, apply_overrides, dump_params, load_params, preset_dict, validate
 
@@ -180,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     if argv[:1] == ["stage"]:  # everything after the stage name belongs to the stage's own parser
         if len(argv) < 2 or argv[1].startswith("-"):
-            ap.parse_args(argv)  # prints usage and exits
+            return _stage_help(argv[1:2] in (["-h"], ["--help"]))
         args = argparse.Namespace(stage=argv[1])
         return cmd_stage(args, argv[2:])
     if argv[:1] == ["predict"]:

@@ -294,15 +294,17 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
         raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
                                     {"preset": used, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
-        executed = [name for stage in todo for name in stage_task(stage)(stage, repo, parent_run_id=run_id,
-                                                                          remote=remote)]
+        flow_params = load_params(Path(repo) / PARAMS_FILE).flow
+        executed = [name for stage in todo for name in stage_task(stage, flow_params.timeout(stage))(
+            stage, repo, parent_run_id=run_id, remote=remote)]
     publish_artifacts(repo, todo)
     return executed
 
 
-def stage_task(stage: str):
-    """The repro task, tagged with the stage's name and `gpu` or `cpu`."""
-    return repro.with_options(name=f"repro-{stage}",
+def stage_task(stage: str, timeout_s: float | None = None):
+    """The repro task, tagged with the stage's name and `gpu` or `cpu`, stopped after `timeout_s`
+    (params `flow.stage_timeout_s` / `flow.timeout_s.STAGE`)."""
+    return repro.with_options(name=f"repro-{stage}", timeout_seconds=timeout_s,
                               tags={"vqvp-stage", stage, GPU_TAG if stage in GPU_STAGES else "cpu"})
 
 
@@ -339,7 +341,11 @@ def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int 
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
-        executed = stage_task(stage)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id,
-                                     remote=remote)
+        timeout = load_params(Path(repo) / PARAMS_FILE).flow.timeout(stage)
+        if downstream:  # one `dvc repro --downstream` runs them all: the sum of their timeouts
+            flow_params = load_params(Path(repo) / PARAMS_FILE).flow
+            timeout = sum(flow_params.timeout(s) for s in ran)
+        executed = stage_task(stage, timeout)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id,
+                                              remote=remote)
     publish_artifacts(repo, ran)
     return executed

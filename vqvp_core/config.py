@@ -274,6 +274,33 @@ class HumanEvalParams(_Section):
     seed: int = Field(0, ge=0, description="randomizes the sides")
 
 
+STAGE_NAMES = ("ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior",
+               "sample", "evaluate", "package_human_eval")  # stages.STAGES (not imported: no cycle)
+
+
+class FlowParams(_Section):
+    """The Prefect flow around the stages (not a stage's input: changing it reruns nothing)."""
+
+    # A stage task still running after this long is stopped (its process group SIGTERMed, then
+    # SIGKILLed) and counts as a transient failure, retried like one. 6 h covers every tiny stage
+    # on a slow CPU many times over; the paper preset's 1M-step trainings get 14 days.
+    stage_timeout_s: int = Field(21_600, ge=1, description="default timeout of every stage task, seconds")
+    timeout_s: dict[str, int] = Field(default_factory=dict, description="per-stage timeouts, seconds (override the default)")
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _known_stages(cls, v: dict[str, int]) -> dict[str, int]:
+        for stage, seconds in v.items():
+            if stage not in STAGE_NAMES:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_NAMES)}")
+            if not isinstance(seconds, int) or seconds < 1:
+                raise ValueError(f"{stage} = {seconds!r}: expected whole seconds >= 1")
+        return v
+
+    def timeout(self, stage: str) -> int:
+        return self.timeout_s.get(stage, self.stage_timeout_s)
+
+
 class Params(_Section):
     """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
 
@@ -286,6 +313,7 @@ class Params(_Section):
     sample: SampleParams = Field(default_factory=SampleParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     human_eval: HumanEvalParams = Field(default_factory=HumanEvalParams)
+    flow: FlowParams = Field(default_factory=FlowParams)
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "Params":
@@ -341,6 +369,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vqvae": {"train": {"steps": 1_000_000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 1000,
                             "ckpt_every": 5000, "val_every": 5000, "log_every": 100, "max_val_batches": 16}},
         "sample": {"temperature": 1.0, "samples_per_clip": 8, "batch_size": 16},  # the paper's temperature
+        "flow": {"stage_timeout_s": 14 * 24 * 3600},  # 1M training steps take days on GPUs
     },
 }
 

@@ -118,6 +118,18 @@ def test_flow_does_not_retry_bad_input(prefect_api, repo, tmp_path):
     with pytest.raises(StageFailed) as info:
         pipeline(preset="tiny", overrides=[f"ingest.source={tmp_path / 'empty'}"], repo=str(repo))
     assert info.value.exit_code == 3
+    assert stage_runs().get("ingest") == 1  # ran once: bad input is not retried
+
+
+def test_flow_retries_a_transient_failure(prefect_api, repo):
+    """The stage's command fails once (exit 1), as a lost connection would; the task's retry runs it again."""
+    import yaml
+
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+    dvc["stages"]["ingest"]["cmd"] = "test -f .tried || { touch .tried; exit 1; }; vqvp stage ingest"
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(dvc, sort_keys=False))
+    assert pipeline(preset="tiny", overrides=FAST, repo=str(repo), stages=["ingest"]) == ["ingest"]
+    assert (repo / ".tried").exists() and stage_runs()["ingest"] == 1  # failed before its run; then once
 
 
 def test_downstream_follows_the_dvc_graph():
@@ -156,3 +168,37 @@ def test_stages_on_two_machines_meet_through_the_dvc_remote(prefect_api, repo, t
         run(["git", "clone", "-q", str(b), str(c)], tmp_path)
         run([dvc, "pull", "train_vqvae"], c)
         assert (c / "models/vqvae/model.pt").read_bytes() == trained
+
+
+def test_a_stage_past_its_timeout_is_stopped(prefect_api, repo):
+    """flow.timeout_s: the task fails, and the stage's processes are gone with its GPU slot."""
+    import subprocess
+    import time
+
+    from prefect import flow
+
+    from flows.pipeline import stage_task, write_params
+
+    long = FAST + ["vqvae.train.steps=5000", "vqvae.train.ckpt_every=5000", "vqvae.train.val_every=5000",
+                   "flow.timeout_s={train_vqvae: 25}"]
+
+    @flow
+    def timed() -> None:
+        write_params(str(repo), "tiny", long)
+        stage_task("ingest")("ingest", str(repo))
+        stage_task("train_vqvae", 25).with_options(retries=0)("train_vqvae", str(repo))
+
+    t0 = time.monotonic()
+    with pytest.raises(BaseException, match="(?i)timed out|timeout"):
+        timed()
+    assert time.monotonic() - t0 < 200
+    assert gpu_slot.holders() == []
+
+    def left() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", "vqvp stage train_vqvae"], capture_output=True, text=True).stdout
+        return [pid for pid in out.split() if os.path.realpath(f"/proc/{pid}/cwd") == str(repo)]
+
+    deadline = time.monotonic() + 15
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left()
