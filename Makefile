@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 PRESET ?= tiny
 
-.PHONY: demo test install clean-venv bench
+.PHONY: demo test test-fast install clean-venv bench
 
 $(BIN)/vqvp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: $(BIN)/vqvp
 test: $(VENV)/.test-deps
 	bash scripts/system-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the developers' set: everything but the tests marked slow (containers, whole flows, kills)
+test-fast: $(VENV)/.test-deps
+	bash scripts/system-deps.sh
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(BIN)/vqvp
 	$(BIN)/python bench/ingest.py

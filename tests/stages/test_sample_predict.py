@@ -13,6 +13,7 @@ from tests.stages.conftest import args
 from tests.vqvp_core.video import fixtures
 
 
+@pytest.mark.slow
 def test_sample_stage(models_workdir):
     assert sample.main(args("sample.count=3", "sample.videos=2")) == 0
     out = models_workdir / "data/samples"

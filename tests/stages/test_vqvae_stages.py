@@ -61,6 +61,7 @@ def _stage_cmd(name: str, argv: list[str]) -> list[str]:
     return [str(BIN / "vqvp"), "stage", name, *argv]
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_model(workdir, tmp_path_factory):
     """SIGKILL mid-run, restart: the final weights equal those of an uninterrupted run, bit for bit."""
     argv = train_args(steps=24, ckpt_every=4)
@@ -113,6 +114,7 @@ def test_bookkeeping_params_keep_the_checkpoints(workdir, caplog):
     assert (workdir / "checkpoints/train_vqvae/FINGERPRINT").read_text() == marker
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("launch", ["torchrun", "env"])
 def test_ddp_two_processes_with_torchrun(workdir, launch):

@@ -12,15 +12,17 @@ import time
 import numpy as np
 import pytest
 
+from tests.conftest import import_or_skip, skip_unless_required
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is missing "
-                                                             "(pip install playwright)")
-uvicorn = pytest.importorskip("uvicorn")
+    skip_unless_required("browser", f"{CHROMIUM} is missing (apt-get install chromium)", module_level=True)
+sync_api = import_or_skip("playwright.sync_api", "browser", "the playwright Python package is missing "
+                                                            "(pip install playwright)")
+import uvicorn  # noqa: E402
 
 from vqvp_core.human_eval.analysis import analyze, format_table  # noqa: E402
 from vqvp_core.human_eval.package import build_package, load_key  # noqa: E402
