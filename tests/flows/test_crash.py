@@ -15,10 +15,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LONG = FAST + ["vqvae.train.steps=5000", "vqvae.train.ckpt_every=5000", "vqvae.train.val_every=5000"]
 
 
-def vqvp_run(repo, overrides, tmp_path, log_name):
+def vqvp_run(repo, overrides, tmp_path, log_name, *extra):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
     env.pop("PREFECT_API_URL", None)  # the ephemeral API, as a new user runs it
-    args = [str(BIN / "vqvp"), "run", "--preset", "tiny"] + [a for o in overrides for a in ("-S", o)]
+    args = [str(BIN / "vqvp"), "run", "--preset", "tiny", *extra] + [a for o in overrides for a in ("-S", o)]
     log = open(tmp_path / log_name, "w")
     # its own session: the test can clean up what a SIGKILL leaves behind (the ephemeral server)
     return subprocess.Popen(args, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -62,13 +62,34 @@ def test_a_run_killed_in_a_gpu_stage_does_not_block_the_next(repo, tmp_path, sig
         assert gpu_slot.holders() == []
     finally:
         with_group_killed(first)
-    second = vqvp_run(repo, FAST, tmp_path, "second.log")
+    second = vqvp_run(repo, FAST, tmp_path, "second.log", "--gpu-slots", "2")
     try:
         assert second.wait(timeout=420) == 0, (tmp_path / "second.log").read_text()[-3000:]
     finally:
         with_group_killed(second)
     log = (tmp_path / "second.log").read_text()
     assert "stages run:" in log and "waiting for a GPU slot" not in log
+    assert gpu_slot.slots() == 2  # --gpu-slots
+    params = (repo / "params.yaml").read_text()
+    assert "preset: tiny" in params and "n_videos: 6" in params  # --preset, then -S
+
+
+def test_the_flow_commands_pass_every_option_on(monkeypatch):
+    """vqvp run / rerun: each option reaches the flow (what the flow does with it is tested above
+    and in test_pipeline.py)."""
+    import flows.pipeline
+    from flows.cli import main
+
+    calls = []
+    monkeypatch.setattr(flows.pipeline, "pipeline", lambda **kw: calls.append(("run", kw)) or [])
+    monkeypatch.setattr(flows.pipeline, "rerun", lambda **kw: calls.append(("rerun", kw)) or [])
+    assert main(["run", "--preset", "paper", "-S", "sample.count=3", "--gpu-slots", "3", "--dvc-remote",
+                 "--repo", "/some/where"]) == 0
+    assert main(["rerun", "evaluate", "--downstream", "--gpu-slots", "2"]) == 0
+    assert calls == [("run", dict(preset="paper", overrides=["sample.count=3"], repo="/some/where", gpu_slots=3,
+                                  remote=True)),
+                     ("rerun", dict(stage="evaluate", downstream=True, repo=".", gpu_slots=2, remote=False))]
+    assert main(["run", "-S", "ingest.size=13"]) == 2  # -S is validated before any flow starts
 
 
 def with_group_killed(proc):

@@ -106,6 +106,19 @@ def check_lineage():
     assert [i["name"] for i in ingest["inputs"]] == ["raw"] and ingest["inputs"][0]["produced_by"] is None
     model_chain = chain("models:/vqvp-top-prior@candidate")
     assert [n["stage"] for n in model_chain][:2] == ["train_top_prior", "extract_latents"]
+    # the command: --json prints the same chain; an unknown reference exits 2, naming it
+    import subprocess
+
+    from tests.conftest import BIN
+
+    out = subprocess.run([str(BIN / "vqvp"), "lineage", "models:/vqvp-top-prior@candidate", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == json.loads(json.dumps(model_chain))
+    text = subprocess.run([str(BIN / "vqvp"), "lineage", "models:/vqvp-top-prior@candidate"],
+                          capture_output=True, text=True, check=True).stdout
+    assert text.startswith("train_top_prior") and not text.lstrip().startswith("[")
+    bad = subprocess.run([str(BIN / "vqvp"), "lineage", "no-such-run", "--json"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "cannot resolve 'no-such-run'" in bad.stderr and bad.stdout == ""
 
 
 def test_flow_bad_params_fail_before_any_stage(prefect_api, repo):

@@ -62,6 +62,27 @@ def test_evaluate_without_i3d_weights_reports_everything_else(sampled):
     assert (sampled / "metrics/eval_motion_per_frame.png").stat().st_size > 0
 
 
+def test_psnr_and_ssim_agree_with_scikit_image(sampled):
+    """evaluate's split PSNR and SSIM, recomputed from the saved arrays by an independent
+    implementation (scikit-image: Gaussian window sigma 1.5, population covariance, data range 255)."""
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    from stages.evaluate import load_samples
+
+    assert evaluate.main(args()) == 0
+    metrics = json.loads((sampled / "metrics/eval.json").read_text())
+    preds, originals, _ = load_samples()
+    given = metrics["given_frames"]
+    last = np.repeat(originals[:, given - 1:given], originals.shape[1] - given, axis=1)
+    for name, video in (("model", preds[:, given:]), ("copy_last_frame", last)):
+        truth = originals[:, given:]
+        psnr = skimage_metrics.peak_signal_noise_ratio(truth, video, data_range=255)
+        assert metrics["psnr"][name] == pytest.approx(psnr, abs=1e-4), name
+        ssim = np.mean([skimage_metrics.structural_similarity(
+            t, v, data_range=255, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+            for t, v in zip(truth.reshape(-1, *truth.shape[2:]), video.reshape(-1, *video.shape[2:]))])
+        assert metrics["ssim"][name] == pytest.approx(ssim, abs=1e-4), name
+
+
 def test_motion_metric_needs_the_synthetic_source():
     from vqvp_core.config import load_params
 

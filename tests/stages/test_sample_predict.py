@@ -70,3 +70,24 @@ def test_predict_bad_inputs(models_workdir, capsys):
         vqvp(["predict", os.fspath(bad), "--out", str(models_workdir / "o.mp4")])
     assert vqvp(["predict", os.fspath(bad), "--out", str(models_workdir / "o.mp4"), "--vqvae", "nope.pt"]) == 3
     assert "nope.pt not found" in capsys.readouterr().err
+
+
+def test_predict_options_are_honoured(models_workdir):
+    """--start picks the given frames; --temperature 0 is greedy (the seed no longer matters);
+    --top-k 1 is greedy too, at any temperature; the default temperature samples (seeds differ)."""
+    video = fixtures.write_test_video(models_workdir / "in" / "v.mp4", n_frames=60, size=(64, 64), fps=10)
+
+    def predict(name, *extra):
+        out = models_workdir / "opts" / f"{name}.mp4"
+        assert vqvp(["predict", os.fspath(video), "--out", str(out), *extra]) == 0
+        return np.stack(_frames(out.with_name(f"{name}_side_by_side.mp4")))
+
+    a0, a8 = predict("s0", "--seed", "1"), predict("s8", "--seed", "1", "--start", "8")
+    assert not np.array_equal(a0[:4], a8[:4])  # other given frames
+    greedy1 = predict("g1", "--temperature", "0", "--seed", "1")
+    greedy2 = predict("g2", "--temperature", "0", "--seed", "2")
+    assert np.array_equal(greedy1, greedy2)
+    top1 = predict("k1", "--top-k", "1", "--temperature", "1.5", "--seed", "3")
+    assert np.array_equal(top1, greedy1)
+    assert not np.array_equal(a0, predict("s2", "--seed", "2"))  # sampling: another seed, another draw
+    assert not np.array_equal(a0, greedy1)
