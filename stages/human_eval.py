@@ -1,30 +1,23 @@
 """`vqvp human-eval serve DIR` / `vqvp human-eval analyze DIR`: run a rating study, print its table.
 
 Judgments go to a SQLite file BESIDE the study folder, named after the study's content
-(`DIR.judgments-<digest>.sqlite`): outside the DVC out, so `dvc repro` never deletes them, and a
-rebuilt study with other pairs gets a fresh file instead of mixing judgments of different videos.
+(`DIR.judgments-<digest>.sqlite`, vqvp_core/human_eval/store.py): the one place the package
+builder, the server and the analysis use too.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 
-def study_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("pairs.json", "key.json"):
-        path = folder / name
-        if not path.exists():
-            raise SystemExit(f"vqvp human-eval: {folder} is not a study folder ({name} missing); "
-                             "build one with `vqvp stage package_human_eval`")
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
 def default_db(folder: Path) -> Path:
-    return folder.with_name(f"{folder.name}.judgments-{study_digest(folder)}.sqlite")
+    from vqvp_core.human_eval.store import judgments_path
+
+    try:
+        return judgments_path(folder)
+    except ValueError as exc:
+        raise SystemExit(f"vqvp human-eval: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not db.exists():
         print(f"vqvp human-eval: no judgments yet ({db} does not exist)", file=sys.stderr)
         return 3
-    csv = args.csv or args.dir.with_name(f"{args.dir.name}.results-{study_digest(args.dir)}.csv")
+    csv = args.csv or db.with_name(db.name.replace(".judgments-", ".results-").removesuffix(".sqlite") + ".csv")
     table = run_analysis(args.dir, db_path=db, method="bootstrap" if args.bootstrap else "wilson", results_path=csv)
     print(format_table(table))
     print(f"\nwritten: {csv}")

@@ -136,3 +136,8 @@ def test_human_eval_package_serve_and_analyze(sampled, capsys):
     counts = table["count"]
     assert counts["Total judgements"] == 6 and counts["Indifferent"] == 0
     assert counts["Prefer vqvp"] + counts["Prefer copy-last-frame"] == 6  # every "left" vote picks a system
+    # the default database of the server and the analysis is the same file, and rebuilding the
+    # study (as `dvc repro` would) keeps its judgments
+    assert analyze(study, write=False)["count"]["Total judgements"] == 6
+    assert package_human_eval.main(args("human_eval.pairs=3", "human_eval.min_judgments=2")) == 0
+    assert analyze(study, write=False)["count"]["Total judgements"] == 6

@@ -44,6 +44,7 @@ import pandas as pd
 
 from vqvp_core import atomic
 from vqvp_core.human_eval.package import load_key, load_study
+from vqvp_core.human_eval.store import judgments_path
 
 __all__ = ["analyze", "format_table", "wilson_interval", "load_judgments", "RESULTS_NAME"]
 
@@ -70,7 +71,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 def load_judgments(package_dir, db_path=None) -> pd.DataFrame:
     """All judgments (id, rater, pair_id, choice, created, elapsed_ms); empty without a database."""
     cols = ["id", "rater", "pair_id", "choice", "created", "elapsed_ms"]
-    path = Path(db_path) if db_path is not None else Path(package_dir) / DB_NAME
+    path = Path(db_path) if db_path is not None else judgments_path(package_dir)
     if not path.exists():
         return pd.DataFrame(columns=cols)
     conn = sqlite3.connect(str(path), timeout=30)
@@ -124,7 +125,7 @@ def analyze(package_dir, *, db_path=None, method: str = "wilson", confidence: fl
             results_path=None) -> pd.DataFrame:
     """The Table-1 DataFrame for the study folder ``package_dir`` (see the module doc).
 
-    db_path: the judgments database (default ``package_dir/judgments.sqlite``);
+    db_path: the judgments database (default ``store.judgments_path(package_dir)``, beside it);
     results_path: where the CSV goes (default ``package_dir/results.csv``).
     """
     if method not in ("wilson", "bootstrap"):

@@ -37,13 +37,14 @@ fallback when a browser cannot play the WebM, and is handy for slides. ``formats
 ``"mp4"`` (H.264) for other players.
 
 The folder is built under a temporary name beside ``out_dir`` and renamed into place when
-complete. An existing study at ``out_dir`` is replaced whole; one whose ``judgments.sqlite``
-holds judgments is refused (``FileExistsError``) unless ``replace_judgments=True``.
+complete. An existing study at ``out_dir`` is replaced whole; its judgments live beside it
+(``store.judgments_path``) and are kept.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -58,6 +59,9 @@ __all__ = ["build_package", "load_study", "load_pairs", "load_key", "resize_fram
 CHOICES = ("left", "right", "cant_tell")
 FORMATS = ("webm", "gif", "mp4")
 FORMAT_VERSION = 1
+
+
+log = logging.getLogger(__name__)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -158,8 +162,8 @@ def build_package(
     clip_ids: one id per clip (kept in key.json only); default ``0..N-1``.
     min_view_seconds: the page enables the answer buttons after this long (default: one
     full loop of the clip, ``clip_len / fps``); 0 disables the wait.
-    replace_judgments: an existing study at ``out_dir`` is replaced whole; if its
-    ``judgments.sqlite`` holds judgments this raises ``FileExistsError`` unless True.
+    replace_judgments: kept for callers of older versions; judgments now live beside the study
+    (``store.judgments_path``), so a rebuild keeps them whatever its value.
     """
     given = _check_video_array("given", given, None)
     n = given.shape[0]
@@ -270,24 +274,19 @@ def build_package(
 
 
 def _check_no_judgments(out_dir: Path, replace: bool) -> None:
-    db = out_dir / "judgments.sqlite"
-    if replace or not db.exists():
-        return
-    import sqlite3
+    """Judgments live beside the study (store.judgments_path), so a rebuild never touches them.
+    A database inside the folder (vqvp before issue 13) is moved there first, not deleted."""
+    from vqvp_core.human_eval.store import LEGACY_NAME, judgments_path
 
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            n = conn.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        n = None
-    if n != 0:
-        what = f"{n} judgments" if n is not None else "a database that cannot be read"
-        raise FileExistsError(
-            f"{out_dir} holds {what} ({db.name}); rebuilding would delete them. Move the "
-            "database away or pass replace_judgments=True.")
+    legacy = out_dir / LEGACY_NAME
+    if not legacy.exists():
+        return
+    dest = judgments_path(out_dir)
+    if dest.exists():
+        raise FileExistsError(f"{legacy} and {dest} both exist; merge or move one of them before rebuilding")
+    os.replace(legacy, dest)
+    log.warning("moved the judgments of the previous study from %s to %s (beside the study, where they "
+                "are kept)", legacy, dest)
 
 
 def _load_json(path: Path) -> dict:

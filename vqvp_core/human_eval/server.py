@@ -1,7 +1,7 @@
 """Serve a study folder (see :mod:`vqvp_core.human_eval.package`) to raters and store every judgment.
 
 ``create_app(package_dir)`` returns a FastAPI app; ``serve(package_dir)`` runs it with uvicorn.
-Judgments go to the SQLite database ``judgments.sqlite`` in the study folder (or ``db_path``),
+Judgments go to the study's SQLite database beside its folder (``store.judgments_path``; or ``db_path``),
 in WAL mode with ``synchronous=FULL``; each judgment is committed before the response is sent,
 so a crash or restart loses nothing that a rater saw acknowledged.
 
@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from vqvp_core.human_eval.package import load_pairs, load_study
+from vqvp_core.human_eval.store import judgments_path
 
 __all__ = ["create_app", "serve", "open_db", "RATER_RE", "DB_NAME"]
 
@@ -100,7 +101,7 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
     videos_dir = package_dir / "videos"
     video_names = {name for p in pairs for side in ("left", "right") for name in p[side].values()}
     min_judgments = int(study["min_judgments"])
-    db_file = Path(db_path) if db_path is not None else package_dir / DB_NAME
+    db_file = Path(db_path) if db_path is not None else judgments_path(package_dir)
     open_db(db_file).close()  # create the schema (and the file) up front
 
     local = threading.local()

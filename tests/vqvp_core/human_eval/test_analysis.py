@@ -8,6 +8,7 @@ import sqlite3
 import pandas as pd
 import pytest
 
+from vqvp_core.human_eval.store import judgments_path
 from vqvp_core.human_eval.analysis import RESULTS_NAME, analyze, format_table, wilson_interval
 
 SCHEMA = """CREATE TABLE judgments (id INTEGER PRIMARY KEY AUTOINCREMENT, rater TEXT NOT NULL,
@@ -29,7 +30,7 @@ def make_study(path, sides: dict, min_judgments: int, names=("A", "B")):
 
 def add_judgments(path, judgments):
     """judgments: (rater, pair_id, choice), stored as the server's schema stores them."""
-    conn = sqlite3.connect(path / "judgments.sqlite")
+    conn = sqlite3.connect(judgments_path(path))
     conn.execute(SCHEMA) if not conn.execute(
         "SELECT name FROM sqlite_master WHERE name='judgments'").fetchone() else None
     conn.executemany("INSERT INTO judgments (rater, pair_id, choice, created) VALUES (?, ?, ?, 't')",
@@ -132,7 +133,7 @@ def test_results_csv_written_atomically(small):
     csv = pd.read_csv(small / RESULTS_NAME, index_col=0)
     assert list(csv.index) == list(df.index) and csv["count"].tolist() == [8, 3, 4, 15]
     assert csv["percent"].tolist() == pytest.approx(df["percent"].tolist(), abs=1e-4)
-    assert sorted(p.name for p in small.iterdir()) == ["judgments.sqlite", "key.json", RESULTS_NAME, "study.json"]
+    assert sorted(p.name for p in small.iterdir()) == ["key.json", RESULTS_NAME, "study.json"]
     (small / RESULTS_NAME).unlink()
     analyze(small, write=False)
     assert not (small / RESULTS_NAME).exists()
@@ -143,7 +144,7 @@ def test_results_csv_written_atomically(small):
 def test_database_outside_the_study(small, tmp_path):
     moved = tmp_path / "db" / "j.sqlite"
     moved.parent.mkdir()
-    (small / "judgments.sqlite").rename(moved)
+    judgments_path(small).rename(moved)
     assert analyze(small, write=False)["count"].tolist() == [0, 0, 0, 0]
     assert analyze(small, db_path=moved, write=False)["count"].tolist() == [8, 3, 4, 15]
 
@@ -153,7 +154,7 @@ def test_no_judgments_yet(tmp_path):
     df = analyze(d)
     assert df["count"].tolist() == [0, 0, 0, 0] and df["percent"].isna().all()
     assert df.attrs["complete"] is False and df.attrs["n_raters"] == 0
-    assert not (d / "judgments.sqlite").exists()  # analysis only reads
+    assert not judgments_path(d).exists()  # analysis only reads
     assert "n/a" in format_table(df)
 
 

@@ -26,7 +26,8 @@ import uvicorn  # noqa: E402
 
 from vqvp_core.human_eval.analysis import analyze, format_table  # noqa: E402
 from vqvp_core.human_eval.package import build_package, load_key  # noqa: E402
-from vqvp_core.human_eval.server import DB_NAME, create_app  # noqa: E402
+from vqvp_core.human_eval.server import create_app  # noqa: E402
+from vqvp_core.human_eval.store import judgments_path  # noqa: E402
 
 N_PAIRS = 4
 
@@ -74,7 +75,7 @@ def browser():
 
 
 def db_rows(study):
-    conn = sqlite3.connect(study / DB_NAME)
+    conn = sqlite3.connect(judgments_path(study))
     try:
         return conn.execute("SELECT rater, pair_id, choice FROM judgments ORDER BY id").fetchall()
     finally:

@@ -216,16 +216,19 @@ def test_failure_leaves_nothing_and_rebuild_replaces(tmp_path, monkeypatch):
     assert (out / "key.json").read_bytes() == before  # the old study is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temp folder left
     monkeypatch.setattr(vio, "write_video", real)
-    # a study with judgments is not rebuilt unless asked to
+    # judgments inside the folder (older vqvp) are moved beside it, where a rebuild keeps them
+    from vqvp_core.human_eval.store import judgments_path
+
+    old_db = judgments_path(out)
     conn = sqlite3.connect(out / "judgments.sqlite")
     conn.execute("CREATE TABLE judgments (rater TEXT, pair_id TEXT, choice TEXT)")
     conn.execute("INSERT INTO judgments VALUES ('r', 'p0000', 'left')")
     conn.commit()
     conn.close()
-    with pytest.raises(FileExistsError, match="1 judgments"):
-        build_package(out, *args, names=("a", "b"), formats=("gif",), seed=2)
-    assert (out / "key.json").read_bytes() == before
-    build_package(out, *args, names=("a", "b"), formats=("gif",), seed=2, replace_judgments=True)
-    assert not (out / "judgments.sqlite").exists()  # replaced whole
+    build_package(out, *args, names=("a", "b"), formats=("gif",), seed=2)
+    assert not (out / "judgments.sqlite").exists() and old_db.exists()
+    conn = sqlite3.connect(old_db)
+    assert conn.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] == 1
+    conn.close()
     assert json.loads((out / "study.json").read_text())["seed"] == 2
     assert pkg.FORMAT_VERSION == json.loads((out / "study.json").read_text())["format_version"]

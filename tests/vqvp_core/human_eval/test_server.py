@@ -10,6 +10,7 @@ import pytest
 
 from vqvp_core.human_eval.package import build_package, load_key, load_pairs
 from vqvp_core.human_eval.server import DB_NAME, create_app
+from vqvp_core.human_eval.store import judgments_path
 
 with warnings.catch_warnings():  # starlette's note about httpx vs httpx2
     warnings.simplefilter("ignore")
@@ -213,7 +214,7 @@ def test_videos_only_from_the_videos_folder(client, package):
 
 
 def test_restart_keeps_every_judgment(package, tmp_path):
-    # the default location: judgments.sqlite inside the study folder
+    # the default location: beside the study folder (store.judgments_path)
     study = tmp_path / "study"
     import shutil
     shutil.copytree(package, study)
@@ -230,7 +231,8 @@ def test_restart_keeps_every_judgment(package, tmp_path):
     assert post(second, "carol", done[0][0], "left").status_code == 409
     nxt = second.get("/api/next", params={"rater": "carol"}).json()
     assert nxt["judged_by_you"] == 3 and nxt["pair_id"] not in {pid for pid, _ in done}
-    assert rows(study / DB_NAME) == [("carol", pid, c) for pid, c in done]
+    assert not (study / DB_NAME).exists()
+    assert rows(judgments_path(study)) == [("carol", pid, c) for pid, c in done]
     key = load_key(study)
     assert set(key["pairs"]) >= {pid for pid, _ in done}
 

@@ -1,0 +1,34 @@
+"""Where a rating study's judgments live: one place, used by the package builder, the server, the
+analysis and the CLI.
+
+The judgments database is a SQLite file BESIDE the study folder, named after the study's content:
+``<study>.judgments-<digest>.sqlite``. Outside the folder, so rebuilding the study (``dvc repro``
+replaces the DVC out whole) never deletes a judgment; named by a digest of the study's key, so a
+rebuilt study with the same pairs and sides keeps its judgments, and one with other pairs gets a
+fresh file instead of mixing judgments of different videos.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+LEGACY_NAME = "judgments.sqlite"  # inside the study folder, where vqvp put it before issue 13
+
+
+def study_digest(folder) -> str:
+    """12 hex digits of sha256 over the study's key.json (and pairs.json, when present)."""
+    folder = Path(folder)
+    if not (folder / "key.json").is_file():
+        raise ValueError(f"{folder} is not a rating study (key.json missing); build one with "
+                         "`vqvp stage package_human_eval`")
+    h = hashlib.sha256()
+    for name in ("pairs.json", "key.json"):
+        if (folder / name).is_file():
+            h.update((folder / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def judgments_path(folder) -> Path:
+    """The judgments database of the study in ``folder``."""
+    folder = Path(folder)
+    return folder.with_name(f"{folder.name}.judgments-{study_digest(folder)}.sqlite")
