@@ -170,9 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flow_options(run)
 
     rerun = sub.add_parser("rerun", help="force one stage (or it and everything after it) through Prefect + DVC")
-    rerun.add_argument("stage", choices=STAGES)
+    rerun.add_argument("stage", choices=STAGES, help="the stage to run again (vqvp stage -h lists them)")
     rerun.add_argument("--downstream", action="store_true", help="also every stage after it")
-    rerun.add_argument("--repo", default=".")
+    rerun.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
     _add_flow_options(rerun)
 
     stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
 
     params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")
-    params.add_argument("--preset", choices=PRESET_NAMES, default=None)
+    params.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                        help="print this preset's params (default: params.yaml's)")
     _add_overrides(params)
     return ap
 

@@ -72,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first given frame, counted at ingest.fps (default 0)")
     ap.add_argument("--temperature", type=float, default=None,
                     help="sampling temperature (default: sample.temperature in --params; tiny 0.4, paper 1.0)")
-    ap.add_argument("--top-k", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--top-k", type=int, default=None,
+                    help="sample only among the k most likely codes (1 = greedy; default: all codes)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed, the same prediction (default 0)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where the models run (default auto: a GPU if there is one)")
     ap.add_argument("--params", default="params.yaml", help="where ingest.fps comes from (default %(default)s)")
     ap.add_argument("--fps", type=float, default=None, help="frame rate to resample to (default: ingest.fps)")
     for kind, default in DEFAULTS.items():
