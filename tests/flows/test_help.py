@@ -40,3 +40,22 @@ def test_every_option_has_help():
     missing = [f"{p.prog} {a.dest}" for top in _parsers() for p in _all(top) for a in p._actions
                if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
     assert not missing, missing
+
+
+def test_the_ephemeral_api_gets_time_to_start(monkeypatch):
+    """Prefect's 20 s default made a first `vqvp run` fail on a loaded 2-core machine (its server's
+    first start runs the database migrations); the CLI gives it 300 s unless told otherwise."""
+    import importlib
+    import os
+
+    import flows.cli
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    importlib.reload(flows.cli)
+    assert int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]) >= 120
+    from prefect.settings import get_current_settings
+
+    assert get_current_settings().server.ephemeral.startup_timeout_seconds >= 120
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "45")
+    importlib.reload(flows.cli)
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "45"  # the user's value wins
