@@ -14,7 +14,8 @@ indifference; each video had at least 13 judgements; Table 1 gives the percentag
 
 Blinding: the side of each system is drawn per pair with ``seed`` (exactly half of the pairs,
 rounded by a coin flip, put system A on the left), and every video file is named by a random
-token drawn from the same seeded generator -- neither ``pairs.json`` nor the file names nor
+token from the operating system's cryptographic source (``secrets``), independent of the side
+draw, so that no seed served or guessed reproduces the names -- neither ``pairs.json`` nor the file names nor
 their order on disk (left is always written before right) says which system is which. Only
 ``key.json`` does; the server never serves it. File sizes are not hidden (a static baseline
 compresses to a smaller file), but a rater sees the videos themselves anyway.
@@ -118,11 +119,14 @@ def _full_clips(name, system, given, clip_len, context):
         f"{clip_len - t_given} (the prediction after {t_given} given frames)")
 
 
-def _tokens(rng: np.random.Generator, n: int) -> list[str]:
+def _tokens(n: int) -> list[str]:
+    """n distinct unguessable file names (64 random bits each, from ``secrets``)."""
+    import secrets
+
     seen: set[str] = set()
     out = []
     while len(out) < n:
-        tok = rng.bytes(8).hex()
+        tok = secrets.token_hex(8)
         if tok not in seen:
             seen.add(tok)
             out.append(tok)
@@ -208,7 +212,7 @@ def build_package(
     if n % 2:
         a_left[n - 1] = bool(rng.integers(2))
     a_left = rng.permutation(a_left)
-    tokens = _tokens(rng, 2 * n)
+    tokens = _tokens(2 * n)  # not from rng: names must not follow from the seed
 
     from vqvp_core.video.write import write_video
 

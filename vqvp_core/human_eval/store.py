@@ -16,16 +16,13 @@ LEGACY_NAME = "judgments.sqlite"  # inside the study folder, where vqvp put it b
 
 
 def study_digest(folder) -> str:
-    """12 hex digits of sha256 over the study's key.json (and pairs.json, when present)."""
+    """12 hex digits of sha256 over the study's key.json: its pairs, sides and clips, not the
+    video file names (random on every build), so a rebuild of the same study keeps its judgments."""
     folder = Path(folder)
     if not (folder / "key.json").is_file():
         raise ValueError(f"{folder} is not a rating study (key.json missing); build one with "
                          "`vqvp stage package_human_eval`")
-    h = hashlib.sha256()
-    for name in ("pairs.json", "key.json"):
-        if (folder / name).is_file():
-            h.update((folder / name).read_bytes())
-    return h.hexdigest()[:12]
+    return hashlib.sha256((folder / "key.json").read_bytes()).hexdigest()[:12]
 
 
 def judgments_path(folder) -> Path:

@@ -99,7 +99,10 @@ def test_rate_pairs_in_chromium(study, server, browser, tmp_path):
     problems = []
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
     page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("requestfailed", lambda r: problems.append(f"{r.url} {r.failure}"))
+    # a video whose element moves on to the next pair before it has loaded is cancelled by the
+    # browser (net::ERR_ABORTED, seen on a loaded machine): not a failure of the server
+    page.on("requestfailed", lambda r: None if ("/videos/" in r.url and "ERR_ABORTED" in (r.failure or ""))
+            else problems.append(f"{r.url} {r.failure}"))
     page.goto(server + "/")
 
     expect(page.locator("#login")).to_be_visible()

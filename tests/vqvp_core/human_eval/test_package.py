@@ -124,8 +124,12 @@ def test_sides_balanced_and_deterministic_for_a_seed(tmp_path, n):
     assert s1["a_left"] in (n // 2, (n + 1) // 2)
     assert _sides(tmp_path / "s1") == _sides(tmp_path / "s2")
     assert s2["a_left"] == s1["a_left"]
-    assert (tmp_path / "s1" / "pairs.json").read_bytes() == (tmp_path / "s2" / "pairs.json").read_bytes()
-    assert load_pairs(tmp_path / "s1") != load_pairs(tmp_path / "s3")  # other tokens
+    assert (tmp_path / "s1" / "key.json").read_bytes() == (tmp_path / "s2" / "key.json").read_bytes()
+    # the file names come from `secrets`, not from the seed: the same seed, other names, so
+    # nothing served (n_pairs, a name) lets anyone search seeds for the sides (issue 14)
+    names = lambda d: {f for p in load_pairs(d) for side in ("left", "right") for f in p[side].values()}  # noqa: E731
+    assert not names(tmp_path / "s1") & names(tmp_path / "s2")
+    assert all(len(f.split(".")[0]) == 16 for f in names(tmp_path / "s1"))
     assert s3["a_left"] in (n // 2, (n + 1) // 2)
     # across many seeds, each pair position gets A on the left about half of the time
     lefts = np.array([[s == "a" for s in _sides_for_seed(n, seed)] for seed in range(40)])
