@@ -28,6 +28,7 @@ The names of the systems and key.json are never served.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import hashlib
 import json
@@ -40,7 +41,7 @@ from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from vqvp_core.human_eval.package import load_pairs, load_study
@@ -50,7 +51,31 @@ __all__ = ["create_app", "serve", "open_db", "RATER_RE", "DB_NAME"]
 
 DB_NAME = "judgments.sqlite"
 RATER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$"
-RATER_RE = re.compile(RATER_PATTERN)
+RATER_RE = re.compile(RATER_PATTERN[1:-1])  # used with fullmatch: `$` would match before a trailing newline
+BODY_READ_TIMEOUT_S = 10.0  # a client that sends its (<= 4 KB) body slower than this gets 408
+
+
+def valid_rater(rater) -> bool:
+    """The one validation of a rater id, for every route (query and body alike)."""
+    return isinstance(rater, str) and RATER_RE.fullmatch(rater) is not None
+
+
+def _clean_json(obj, depth: int = 0):
+    """Refuse what json.loads lets through but no field can hold: lone surrogates in strings and
+    keys (they cannot be encoded back, so an error message about them fails too)."""
+    if isinstance(obj, str):
+        obj.encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _clean_json(k, depth + 1)
+            _clean_json(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            _clean_json(v, depth + 1)
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a number")
 _VIDEO_TYPES = {".webm": "video/webm", ".gif": "image/gif", ".mp4": "video/mp4"}
 PAGE = Path(__file__).with_name("page.html")
 
@@ -81,10 +106,17 @@ def open_db(path) -> sqlite3.Connection:
 class Judgment(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    rater: str = Field(pattern=RATER_PATTERN)
+    rater: str = Field(pattern=RATER_PATTERN)  # and valid_rater (below): one rule for every route
     pair_id: str = Field(min_length=1, max_length=64)
     choice: Literal["left", "right", "cant_tell"]
     elapsed_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+
+    @field_validator("rater")
+    @classmethod
+    def _rater(cls, v: str) -> str:
+        if not valid_rater(v):
+            raise ValueError(f"rater must match {RATER_PATTERN}")
+        return v
 
 
 def _error(status: int, detail) -> JSONResponse:
@@ -122,7 +154,7 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         return c
 
     def check_rater(rater: str | None) -> str:
-        if rater is None or not RATER_RE.match(rater):
+        if not valid_rater(rater):
             raise HTTPException(422, f"rater must match {RATER_PATTERN}")
         return rater
 
@@ -205,14 +237,30 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
             except ValueError:
                 return _error(400, "bad Content-Length")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                return _error(413, f"body larger than {max_body_bytes} bytes")
+
+        async def read() -> bool:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > max_body_bytes:
+                    return False
+            return True
+
         try:
-            data = json.loads(bytes(body).decode("utf-8"))
+            if not await asyncio.wait_for(read(), BODY_READ_TIMEOUT_S):
+                return _error(413, f"body larger than {max_body_bytes} bytes")
+        except asyncio.TimeoutError:
+            return _error(408, f"body not received within {BODY_READ_TIMEOUT_S:g} s")
+        try:
+            data = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constants)
+            _clean_json(data)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return _error(400, "body is not JSON")
+        except UnicodeEncodeError:  # before ValueError, its base class
+            return _error(400, "body holds a lone surrogate (not valid Unicode)")
+        except ValueError as e:  # NaN, Infinity, -Infinity
+            return _error(400, f"body is not JSON: {e}")
+        except RecursionError:
+            return _error(400, "body is nested too deeply")
         if not isinstance(data, dict):
             return _error(422, "body must be a JSON object")
         try:
@@ -261,7 +309,11 @@ def serve(package_dir, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> N
     """Run the rating app with uvicorn (blocking). Extra keyword arguments go to create_app."""
     import uvicorn
 
-    uvicorn.run(create_app(package_dir, **kwargs), host=host, port=port, log_level="info")
+    # bounded: idle keep-alive connections close after 5 s, at most 64 connections at once (more
+    # get 503); a body must arrive within BODY_READ_TIMEOUT_S (408). uvicorn has no timeout for
+    # slow headers: on an open network, run it behind a reverse proxy that has one (README).
+    uvicorn.run(create_app(package_dir, **kwargs), host=host, port=port, log_level="info",
+                timeout_keep_alive=5, limit_concurrency=64)
 
 
 if __name__ == "__main__":  # python -m vqvp_core.human_eval.server STUDY_DIR [--port 8000]

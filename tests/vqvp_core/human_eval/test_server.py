@@ -242,3 +242,27 @@ def test_progress_json_is_plain(client):
     assert set(prog) == {"pairs", "min_judgments", "below_min", "complete", "total_judgments",
                          "raters", "n_pairs"}
     json.dumps(prog)
+
+
+@pytest.mark.parametrize("body, status", [
+    (b'{"rater": "ann", "pair_id": "p0000", "choice": "left", "elapsed_ms": NaN}', 400),
+    (b'{"rater": "ann", "pair_id": "p0000", "choice": "left", "elapsed_ms": Infinity}', 400),
+    (b'{"rater": "ann", "pair_id": "p0000", "choice": "left", "elapsed_ms": -Infinity}', 400),
+    (b'{"rater": "\\ud800", "pair_id": "p0000", "choice": "left"}', 400),
+    (b'{"rater": "ann", "pair_id": "\\udfff", "choice": "left"}', 400),
+    (b'{"\\ud800": 1}', 400),
+    (b"[" * 2000 + b"]" * 2000, 400),
+])
+def test_odd_bodies_get_4xx_and_store_nothing(client, db, body, status):
+    """Bodies that once gave 500 (issue 14): non-finite numbers, lone surrogates, deep nesting."""
+    r = client.post("/api/judgments", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert isinstance(r.json()["detail"], str)
+    assert not db.exists() or rows(db) == []
+
+
+@pytest.mark.parametrize("rater", ["abc\n", "abc\r\n", "\nabc", "abc ", ""])
+def test_one_rater_validation_for_every_route(client, rater):
+    assert client.get("/api/next", params={"rater": rater}).status_code == 422
+    pid = client.get("/api/next", params={"rater": "ok"}).json()["pair_id"]
+    assert client.post("/api/judgments", json={"rater": rater, "pair_id": pid, "choice": "left"}).status_code == 422
