@@ -62,6 +62,8 @@ def test_a_run_killed_in_a_gpu_stage_does_not_block_the_next(repo, tmp_path, sig
         assert gpu_slot.holders() == []
     finally:
         with_group_killed(first)
+    if sig == signal.SIGTERM:  # the run after it is the SIGKILL case's (the harder one): CI time
+        return
     second = vqvp_run(repo, FAST, tmp_path, "second.log", "--gpu-slots", "2")
     try:
         assert second.wait(timeout=420) == 0, (tmp_path / "second.log").read_text()[-3000:]
