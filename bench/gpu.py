@@ -51,174 +51,46 @@ failed or a part raised (its traceback is printed, the other parts still run); 3
 """
 from __future__ import annotations
 
-import time
-
-T0 = time.monotonic()  # the budget counts the imports (torch, CUDA initialisation) too
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import traceback  # noqa: E402
-from contextlib import contextmanager, nullcontext  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from gpu_common import T0  # noqa: E402,F401  first: its clock counts the imports below (torch too)
+from gpu_common import (MODELS, Clock, Preset, _sync, autocast, datasheet_bf16_peak,  # noqa: E402,F401
+                        elapsed, fmt_bytes, fmt_flops, free_memory, is_oom, load_preset, log, parse_caps, pct,
+                        resolve_amp)
+from gpu_sampling import bench_check, bench_predict, n_predicted  # noqa: E402,F401  (parts 2 and 3)
+
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
 from priors import batches as prior_batches  # noqa: E402  (bench/priors.py)
 from priors import loss_fn as prior_loss  # noqa: E402
 from vqvae import matmul_peak  # noqa: E402  (bench/vqvae.py)
-from vqvp_core.config import preset_dict  # noqa: E402
-from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig  # noqa: E402
-from vqvp_core.models.top_prior import TopPrior, TopPriorConfig  # noqa: E402
-from vqvp_core.models.vqvae import VQVAE, VQVAEConfig, clips_to_input  # noqa: E402
-from vqvp_core.sampling import cached as cached_mod  # noqa: E402
-from vqvp_core.sampling.cached import exact_float32, sample_bottom_cached, sample_top_cached  # noqa: E402
-from vqvp_core.sampling.predict import Predictor  # noqa: E402
+from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig  # noqa: E402,F401  (tests read the configs here)
+from vqvp_core.models.top_prior import TopPrior, TopPriorConfig  # noqa: E402,F401
+from vqvp_core.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402,F401
 from vqvp_core.train.config import TrainConfig  # noqa: E402
 from vqvp_core.train.loop import build_optimizer  # noqa: E402
-from vqvp_core.train.precision import PrecisionError, cpu_capability, resolve_precision  # noqa: E402
+from vqvp_core.train.precision import PrecisionError, cpu_capability  # noqa: E402
 
-MODELS = ("vqvae", "top", "bottom")
 PARTS = ("train", "predict", "check")
-SECTION = {"vqvae": "vqvae", "top": "top_prior", "bottom": "bottom_prior"}
 # Time held back for the later parts while the models train, as fractions of --budget-s.
 RESERVE = {"predict": 0.30, "check": 0.10}
 CPU_BATCH = 2  # CPU: a fixed batch, min(CPU_BATCH, cap)
-
-
-# ----------------------------------------------------------------------------- small helpers
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def log(msg: str = "", stamp: bool = False) -> None:
-    """Print now; ``stamp``: prefixed with the seconds since the start."""
-    print(f"[{elapsed():5.1f} s] {msg}" if stamp else msg, flush=True)
-
-
-def elapsed() -> float:
-    return time.monotonic() - T0
-
-
-def fmt_flops(x: float | None, per_s: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    unit = "FLOP/s" if per_s else "FLOP"
-    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
-        if abs(x) >= scale:
-            return f"{x / scale:.2f} {prefix}{unit}"
-    return f"{x:.0f} {unit}"
-
-
-def fmt_bytes(x: int | None) -> str:
-    return "n/a" if x is None else f"{x / 2 ** 30:.2f} GiB"
-
-
-def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def datasheet_bf16_peak(name: str) -> tuple[float | None, str | None]:
-    """The vendor's dense bf16 tensor-core peak (FLOP/s) for a torch.cuda.get_device_name(), or
-    (None, None) for a device not in the table."""
-    n = name.upper()
-    if "H200" in n:                       # "NVIDIA H200", "NVIDIA GH200 ..." (an H100-class die)
-        return 989e12, "H200 / H100 SXM"
-    if "H100" in n:
-        if "PCIE" in n:                   # "NVIDIA H100 PCIe"
-            return 756e12, "H100 PCIe"
-        if "NVL" in n:                    # H100 NVL: not in the table
-            return None, None
-        return 989e12, "H100 SXM"         # "NVIDIA H100 80GB HBM3"
-    if "A100" in n:                       # SXM4 and PCIe alike
-        return 312e12, "A100"
-    return None, None
-
-
-def resolve_amp(requested: str, device: torch.device) -> str:
-    """'bf16' or 'fp32', by the trainer's rule (vqvp_core.train.precision): auto is bf16 where the
-    device runs it natively (CUDA from compute capability 8.0; a CPU with AMX / AVX512-BF16), else
-    fp32; an explicit bf16 on a device without it raises PrecisionError."""
-    return resolve_precision(requested, device, key="--precision")
-
-
-def autocast(device: torch.device, amp: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
-
-
-def is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        return True
-    msg = str(e)
-    return isinstance(e, RuntimeError) and ("out of memory" in msg or "ALLOC_FAILED" in msg)
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def parse_caps(text: str | None, defaults: dict[str, int]) -> dict[str, int]:
-    """'8' -> every model capped at 8; 'vqvae=16,top=512' -> those two; None -> defaults."""
-    caps = dict(defaults)
-    if not text:
-        return caps
-    if "=" not in text:
-        return {m: int(text) for m in caps}
-    for item in text.split(","):
-        key, _, value = item.partition("=")
-        key = {"top_prior": "top", "bottom_prior": "bottom"}.get(key.strip(), key.strip())
-        if key not in caps:
-            raise SystemExit(f"--max-batch: unknown model {key!r}; expected some of {list(caps)}")
-        caps[key] = int(value)
-    return caps
-
-
-class Clock:
-    def __init__(self, budget_s: float):
-        self.budget_s = budget_s
-        self.deadline = T0 + budget_s
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-
-@dataclass
-class Preset:
-    name: str
-    vqvae: VQVAEConfig
-    top: TopPriorConfig
-    bottom: BottomPriorConfig
-    train: dict[str, TrainConfig]  # the preset's TrainConfig per model (the trainer's optimizer)
-    caps: dict[str, int]           # the preset's per-GPU batch per model
-
-    @property
-    def top_side(self) -> int:     # top grid height = width
-        return self.vqvae.size // 8
-
-
-def load_preset(name: str) -> Preset:
-    params = preset_dict(name)
-    cfgs = {"tiny": (VQVAEConfig.tiny(), TopPriorConfig.tiny(), BottomPriorConfig.tiny()),
-            "paper": (VQVAEConfig.paper(), TopPriorConfig.paper(), BottomPriorConfig.paper())}[name]
-    train = {m: TrainConfig.from_dict(params[SECTION[m]]["train"]) for m in MODELS}
-    caps = {m: train[m].batch_size for m in MODELS}
-    return Preset(name, *cfgs, train=train, caps=caps)
 
 
 # ----------------------------------------------------------------------------- 1. training
@@ -413,219 +285,6 @@ def bench_train(spec: TrainSpec, tcfg: TrainConfig, cap: int, device: torch.devi
         f"measured peak" + (f", {pct(res['mfu_datasheet'])} of the datasheet's" if res["mfu_datasheet"] else "")
         + f" | peak memory {fmt_bytes(res['peak_mem_bytes'])} | counted step {t_count:.2f} s")
     del model, opt, data, state
-    return res
-
-
-# ----------------------------------------------------------------------------- 2. prediction
-
-
-@contextmanager
-def timed_samplers(device: torch.device, times: dict[str, float]):
-    """Time the cached top / bottom samplers inside Predictor.sample_codes (which looks them up
-    in vqvp_core.sampling.cached at each call), restoring the module afterwards."""
-    orig = {"top": cached_mod.sample_top_cached, "bottom": cached_mod.sample_bottom_cached}
-
-    def wrap(name, fn):
-        def inner(*a, **kw):
-            _sync(device)
-            t0 = time.perf_counter()
-            out = fn(*a, **kw)
-            _sync(device)
-            times[name] = times.get(name, 0.0) + time.perf_counter() - t0
-            return out
-        return inner
-
-    cached_mod.sample_top_cached = wrap("top", orig["top"])
-    cached_mod.sample_bottom_cached = wrap("bottom", orig["bottom"])
-    try:
-        yield times
-    finally:
-        cached_mod.sample_top_cached, cached_mod.sample_bottom_cached = orig["top"], orig["bottom"]
-
-
-def n_predicted(vc: VQVAEConfig, size: int) -> tuple[int, int]:
-    (tt, ht, wt), (tb, hb, wb) = vc.latent_shapes(vc.frames, size, size)
-    return (tt - 1) * ht * wt, (tb - 2) * hb * wb
-
-
-@torch.no_grad()
-def warm_full_size(predictor: Predictor, clips) -> None:
-    """Run the convolutions of a full-size prediction once (the VQ-VAE's encoder and decoder, the
-    priors' conditioning stacks), so that cuDNN's autotuning for their shapes is not timed."""
-    vq, top_m, bot_m = predictor.vqvae, predictor.top_prior, predictor.bottom_prior
-    ct, cb = vq.encode_cond(clips_to_input(torch.as_tensor(clips), predictor.device))
-    top = torch.cat([ct] * (1 + top_m.config.pred_steps), 1)             # (1, 4, Ht, Wt)
-    top_m.condition(ct, cb)
-    feats = bot_m.top_features(top)
-    bottom = torch.cat([cb] * (feats.shape[2] // 2), 1)                   # (1, 8, Hb, Wb)
-    bot_m.condition(bot_m.past_window(bottom, 2), torch.full((1,), 2, device=cb.device), top_feats=feats)
-    vq.decode_codes(top, bottom)
-    _sync(predictor.device)
-
-
-def bench_predict(p: Preset, priors: tuple[TopPrior, BottomPrior], device: torch.device, args,
-                  available_s: float) -> dict[str, Any]:
-    torch.manual_seed(args.seed)
-    with device:
-        vq = VQVAE(p.vqvae)
-    predictor = Predictor(vq.to(device).eval(), *priors)
-    size = p.vqvae.size
-    n_top, n_bottom = n_predicted(p.vqvae, size)
-    g = torch.Generator().manual_seed(args.seed)
-
-    def clip(s):
-        return torch.randint(0, 256, (1, 4, s, s, 3), dtype=torch.uint8, generator=g).numpy()
-
-    warm = min(32 if device.type == "cuda" else 16, size)
-    wt, wb = n_predicted(p.vqvae, warm)
-    for _ in range(2 if device.type == "cuda" else 1):  # the second run is the estimate's rate
-        t0 = time.perf_counter()
-        predictor.predict(clip(warm), seed=args.seed, cached=True, batch_size=1)
-        t_warm = time.perf_counter() - t0
-    est = t_warm / (wt + wb) * (n_top + n_bottom) * 1.2
-    log(f"  warm-up: a {warm}x{warm} prediction ({wt + wb} codes) in {t_warm:.2f} s; the {size}x{size} "
-        f"one estimated at {est:.0f} s")
-    x = clip(size)
-    warm_full_size(predictor, x)
-    res: dict[str, Any] = {"size": size, "batch": 1, "cached": True, "codes_top": n_top, "codes_bottom": n_bottom,
-                           "warmup_size": warm, "warmup_s": t_warm, "estimate_s": est}
-    if est > available_s:
-        res["skipped"] = f"estimated {est:.0f} s > {available_s:.0f} s left for it"
-        log(f"  SKIPPED the {size}x{size} prediction: {res['skipped']}")
-        return res
-    with timed_samplers(device, {}) as parts:
-        _sync(device)
-        t0 = time.perf_counter()
-        frames = predictor.predict(x, seed=args.seed, cached=True, batch_size=1)
-        seconds = time.perf_counter() - t0
-    n = n_top + n_bottom
-    res.update(seconds=seconds, codes=n, codes_per_s=n / seconds, top_s=parts.get("top"),
-               bottom_s=parts.get("bottom"), frames_shape=list(frames.shape))
-    rest = seconds - (parts.get("top", 0.0) + parts.get("bottom", 0.0))
-    log(f"  {size}x{size}, batch 1, cached: {seconds:.2f} s for {n:,} codes ({n_top:,} top + {n_bottom:,} "
-        f"bottom) = {n / seconds:,.0f} codes/s; top sampling {parts.get('top', 0):.2f} s "
-        f"({n_top / parts['top']:,.0f} codes/s), bottom {parts.get('bottom', 0):.2f} s "
-        f"({n_bottom / parts['bottom']:,.0f} codes/s), VQ-VAE encode + decode {rest:.2f} s; "
-        f"frames {tuple(frames.shape)}")
-    return res
-
-
-# ----------------------------------------------------------------------------- 3. cached == naive
-
-
-@contextmanager
-def cpu_threads(device: torch.device, n: int):
-    """On CPU, n intra-op threads (the naive samplers' thousands of tiny passes run fastest on
-    one); nothing on CUDA."""
-    old = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _first_diff(a: torch.Tensor, b: torch.Tensor) -> list[int] | None:
-    d = (a != b).nonzero()
-    return d[0].tolist() if len(d) else None
-
-
-def check_inputs(top_m: TopPrior, bot_m: BottomPrior, side: int, seed: int, device: torch.device):
-    tc = top_m.config
-    g = torch.Generator().manual_seed(seed)
-    ct = torch.randint(0, tc.n_codes, (1, 1, side, side), generator=g).to(device)
-    cb = torch.randint(0, tc.n_codes_bottom, (1, 2, 2 * side, 2 * side), generator=g).to(device)
-    return ct, cb
-
-
-@torch.no_grad()
-def estimate_naive(top_m: TopPrior, bot_m: BottomPrior, side: int, slices: int, device: torch.device,
-                   seed: int) -> float:
-    """Seconds the naive samplers would take at this grid: one full forward of each, timed after
-    one untimed, times the number of codes; the cached samplers are counted at a tenth of that."""
-    ct, cb = check_inputs(top_m, bot_m, side, seed, device)
-    cond = top_m.condition(ct, cb)
-    codes = torch.zeros(1, top_m.config.pred_steps, side, side, dtype=torch.long, device=device)
-    tt = slices // 2 + 1                                    # top steps: 2 * tt - 2 slices generated
-    top = torch.cat([ct, codes[:, :tt - 1]], 1)
-    bottom = torch.zeros(1, 2 * tt, 2 * side, 2 * side, dtype=torch.long, device=device)
-    bottom[:, :2] = cb
-    bc = bot_m.condition(bot_m.past_window(bottom, 2), torch.full((1,), 2, device=device), top=top)
-    sl = torch.zeros(1, 2 * side, 2 * side, dtype=torch.long, device=device)
-    out = 0.0
-    for fn, n in ((lambda: top_m.logits_from_cond(codes, cond), top_m.config.pred_steps * side * side),
-                  (lambda: bot_m.logits_from_cond(sl, bc), slices * 4 * side * side)):
-        fn()
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        out += (time.perf_counter() - t0) * n
-    return out * 1.1
-
-
-def bench_check(priors: tuple[TopPrior, BottomPrior], device: torch.device, args, side: int, slices: int,
-                available_s: float) -> dict[str, Any]:
-    top_m, bot_m = priors
-    tp = top_m.config.pred_steps
-    with exact_float32(), cpu_threads(device, 1):
-        ladder = [(side, slices), (side, 2), (max(2, side // 2), 2), (2, 2)]
-        chosen, est = None, None
-        for s, n in dict.fromkeys(ladder):          # in order, without repeats
-            est = estimate_naive(top_m, bot_m, s, n, device, args.seed)
-            if est <= available_s:
-                chosen = (s, n)
-                break
-            log(f"  grid top {tp}x{s}x{s} + {n} bottom slices of {2 * s}x{2 * s}: ~{est:.0f} s estimated, "
-                f"{available_s:.0f} s left: smaller")
-        res: dict[str, Any] = {"dtype": "float32", "tf32": False, "temperature": 1.0, "top_k": None, "seed": args.seed}
-        if chosen is None:
-            res.update(skipped=f"even the smallest grid is estimated at {est:.0f} s > {available_s:.0f} s left")
-            log(f"  SKIPPED: {res['skipped']}")
-            return res
-        s, n = chosen
-        reduced = (s, n) != (side, slices)
-        res.update(top_grid=[tp, s, s], bottom_slices=n, bottom_slice_hw=[2 * s, 2 * s],
-                   reduced_grid=True, shrunk_for_time=reduced, estimate_s=est)
-        log(f"  the preset's prior widths on a reduced grid (naive sampling is a full forward per code): top "
-            f"{tp}x{s}x{s} ({tp * s * s} codes), bottom {n} slices of {2 * s}x{2 * s} ({n * 4 * s * s} codes)"
-            + ("; shrunk to fit the time left" if reduced else "") + f"; float32, TF32 off, seed {args.seed}")
-        ct, cb = check_inputs(top_m, bot_m, s, args.seed, device)
-        gen = lambda: torch.Generator(device).manual_seed(args.seed)  # noqa: E731
-        timings = {}
-        t0 = time.perf_counter()
-        naive_top = top_m.sample(ct, cb, 1.0, None, gen())
-        _sync(device)
-        timings["naive_top_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cached_top = sample_top_cached(top_m, ct, cb, 1.0, None, gen())
-        _sync(device)
-        timings["cached_top_s"] = time.perf_counter() - t0
-        # the bottom prior given the top grid the top prior drew, as a prediction chains them
-        top = torch.cat([ct, naive_top], 1)[:, :n // 2 + 1]
-        t0 = time.perf_counter()
-        naive_bot = bot_m.sample(top, cb, 1.0, None, gen())
-        _sync(device)
-        timings["naive_bottom_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cached_bot = sample_bottom_cached(bot_m, top, cb, 1.0, None, gen())
-        _sync(device)
-        timings["cached_bottom_s"] = time.perf_counter() - t0
-    top_ok, bot_ok = torch.equal(naive_top, cached_top), torch.equal(naive_bot, cached_bot)
-    res.update(timings, top_equal=top_ok, bottom_equal=bot_ok, passed=top_ok and bot_ok,
-               top_differing=int((naive_top != cached_top).sum()), top_first_diff=_first_diff(naive_top, cached_top),
-               bottom_differing=int((naive_bot != cached_bot).sum()),
-               bottom_first_diff=_first_diff(naive_bot, cached_bot))
-    for name, ok, key in (("top", top_ok, "top"), ("bottom", bot_ok, "bottom")):
-        nt, ct_ = timings[f"naive_{key}_s"], timings[f"cached_{key}_s"]
-        codes = tp * s * s if key == "top" else n * 4 * s * s
-        log(f"  {name:>6}: {'identical' if ok else 'DIFFERENT'} ({codes} codes; naive {nt:.2f} s, cached {ct_:.2f} s"
-            + ("" if ok else f"; {res[key + '_differing']} codes differ, first at {res[key + '_first_diff']}") + ")")
-    log(f"  cached == naive: {'PASS' if res['passed'] else 'FAIL'}")
-    if not res["passed"]:
-        log("  (float32 rounding moves a draw across a boundary about once per 1e6 codes: a FAIL here "
-            "on a single differing code late in the walk may be that; one at the first codes is a bug)")
     return res
 
 
