@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from filelock import FileLock
@@ -26,7 +27,7 @@ from stages import gpu_slot
 from stages.common import ENV_FLOW_PID, ENV_FLOW_RUN, ENV_PARENT_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
 from stages.lineage import parent_run, tag_stage_run
 from vqvp_core.atomic import write_text
-from vqvp_core.config import PARAMS_FILE, apply_overrides, dump_params, load_params, preset_dict, validate
+from vqvp_core.config import PARAMS_FILE, Params, apply_overrides, dump_params, load_params, preset_dict, validate
 
 PERMANENT_EXIT_CODES = (EXIT_BAD_PARAMS, EXIT_BAD_INPUT)  # bad params or data: a retry cannot help
 # GPU stages (stages.GPU_STAGES) carry this tag; each holds a machine-local GPU slot while it runs
@@ -60,8 +61,11 @@ def _env(parent_run_id: str | None = None) -> dict[str, str]:
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry a failed stage unless it failed for a permanent reason (bad params or data)."""
+    """Retry a failed stage unless it failed for a permanent reason: bad params or data, or its
+    timeout (params flow.timeout_s: a retry would only hit the same limit)."""
     exc = state.result(raise_on_failure=False)
+    if isinstance(exc, TimeoutError):
+        return False
     return not (isinstance(exc, StageFailed) and exc.exit_code in PERMANENT_EXIT_CODES)
 
 
@@ -124,8 +128,6 @@ def _stream(cmd: list[str], repo: str, env: dict[str, str], stage: str, lines: l
 def progress_lines(stream, every_s: float = 5.0):
     """The text lines of a byte stream; a progress bar that redraws with '\r' yields its latest
     state when its line ends and, while it runs, at most once every `every_s` seconds."""
-    import time
-
     buf, last = b"", 0.0
     while True:
         chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
@@ -207,7 +209,7 @@ def _warn_prefect_gpu_limit(logger) -> None:
 
 
 @task
-def write_params(repo: str, preset: str | None, overrides: list[str]) -> str:
+def write_params(repo: str, preset: str | None, overrides: list[str]) -> Params:
     """Validate the run's params before any stage starts, then write them to params.yaml."""
     path = Path(repo) / PARAMS_FILE
     if preset:
@@ -216,7 +218,7 @@ def write_params(repo: str, preset: str | None, overrides: list[str]) -> str:
         params = load_params(path, overrides)
     if preset or overrides:
         write_text(path, dump_params(params))
-    return params.preset
+    return params
 
 
 @task
@@ -286,16 +288,15 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
     each stage pulls its inputs from the DVC remote and pushes its outputs (see `repro`).
     Returns the stages DVC ran (those it found up to date are skipped, and not listed)."""
     overrides, repo = list(overrides or []), str(Path(repo).resolve())
-    used = write_params(repo, preset, overrides)
+    params = write_params(repo, preset, overrides)
     ensure_gpu_limit(gpu_slots)
     todo = list(stages or STAGES)
     unknown = [s for s in todo if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
-                                    {"preset": used, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
-        flow_params = load_params(Path(repo) / PARAMS_FILE).flow
-        executed = [name for stage in todo for name in stage_task(stage, flow_params.timeout(stage))(
+                                    {"preset": params.preset, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
+        executed = [name for stage in todo for name in stage_task(stage, params.flow.timeout(stage))(
             stage, repo, parent_run_id=run_id, remote=remote)]
     publish_artifacts(repo, todo)
     return executed
@@ -341,10 +342,8 @@ def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int 
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
-        timeout = load_params(Path(repo) / PARAMS_FILE).flow.timeout(stage)
-        if downstream:  # one `dvc repro --downstream` runs them all: the sum of their timeouts
-            flow_params = load_params(Path(repo) / PARAMS_FILE).flow
-            timeout = sum(flow_params.timeout(s) for s in ran)
+        flow_params = load_params(Path(repo) / PARAMS_FILE).flow
+        timeout = sum(flow_params.timeout(s) for s in ran)  # --downstream: one `dvc repro` runs them all
         executed = stage_task(stage, timeout)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id,
                                               remote=remote)
     publish_artifacts(repo, ran)

@@ -7,14 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES: tuple[str, ...] = ("ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior",
-                           "sample", "evaluate", "package_human_eval")
-
-# Stages that want an accelerator: each holds one of the machine's GPU slots while it runs
-# (stages/gpu_slot.py), their Prefect tasks carry the `gpu` tag, and the GPU work pool's
-# deployments (infra/prefect.yaml) pick them up.
-GPU_STAGES: tuple[str, ...] = ("train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior",
-                               "sample", "evaluate")
+from vqvp_core.stage_names import GPU_STAGES, STAGES  # noqa: F401  (one list: vqvp_core/stage_names.py)
 
 
 def stage_main(name: str):

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Callable, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vqvp_core.stage_names import STAGES  # noqa: E402
+
 PARAMS_FILE = "params.yaml"
 
 
@@ -274,15 +276,11 @@ class HumanEvalParams(_Section):
     seed: int = Field(0, ge=0, description="randomizes the sides")
 
 
-STAGE_NAMES = ("ingest", "train_vqvae", "extract_latents", "train_top_prior", "train_bottom_prior",
-               "sample", "evaluate", "package_human_eval")  # stages.STAGES (not imported: no cycle)
-
-
 class FlowParams(_Section):
     """The Prefect flow around the stages (not a stage's input: changing it reruns nothing)."""
 
     # A stage task still running after this long is stopped (its process group SIGTERMed, then
-    # SIGKILLed) and counts as a transient failure, retried like one. 6 h covers every tiny stage
+    # SIGKILLed) and fails the run without a retry: a retry would only hit the same limit. 6 h covers every tiny stage
     # on a slow CPU many times over; the paper preset's 1M-step trainings get 14 days.
     stage_timeout_s: int = Field(21_600, ge=1, description="default timeout of every stage task, seconds")
     timeout_s: dict[str, int] = Field(default_factory=dict, description="per-stage timeouts, seconds (override the default)")
@@ -291,8 +289,8 @@ class FlowParams(_Section):
     @classmethod
     def _known_stages(cls, v: dict[str, int]) -> dict[str, int]:
         for stage, seconds in v.items():
-            if stage not in STAGE_NAMES:
-                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_NAMES)}")
+            if stage not in STAGES:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
             if not isinstance(seconds, int) or seconds < 1:
                 raise ValueError(f"{stage} = {seconds!r}: expected whole seconds >= 1")
         return v

@@ -50,8 +50,9 @@ from vqvp_core.human_eval.store import judgments_path
 __all__ = ["create_app", "serve", "open_db", "RATER_RE", "DB_NAME"]
 
 DB_NAME = "judgments.sqlite"
-RATER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$"
-RATER_RE = re.compile(RATER_PATTERN[1:-1])  # used with fullmatch: `$` would match before a trailing newline
+_RATER = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}"
+RATER_PATTERN = f"^{_RATER}$"  # for the schema; checked with fullmatch (Python's `$` matches before a final newline)
+RATER_RE = re.compile(_RATER)
 BODY_READ_TIMEOUT_S = 10.0  # a client that sends its (<= 4 KB) body slower than this gets 408
 
 
