@@ -6,7 +6,7 @@
     vqvp predict VIDEO --out OUT.mp4 [--start N] [--temperature T] [--seed S]
                                                                 4 frames of VIDEO in, 16 frames out
     vqvp lineage RUN_ID|models:/NAME@ALIAS                       the chain back to the raw source
-    vqvp human-eval serve DIR | analyze DIR                     the rating study and its table
+    vqvp human-eval invite|raters|revoke|serve|analyze DIR    the rating study and its table
     vqvp params [--preset NAME] [-S ...]                        print the validated params
 
 Heavy imports (prefect, torch, mlflow) happen inside the commands that need them.
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("lineage", help="the runs, datasets and models behind a run id or models:/NAME@ALIAS",
                    add_help=False)
-    sub.add_parser("human-eval", help="serve a rating study (serve DIR) or print its table (analyze DIR)",
+    sub.add_parser("human-eval", help="invite raters (invite DIR -n N), serve the rating study (serve DIR), print its table (analyze DIR)",
                    add_help=False)
 
     params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")

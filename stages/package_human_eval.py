@@ -3,7 +3,8 @@
 Pairs from the same conditioning frames: the model's prediction vs a baseline (copy-last-frame,
 or another sample run), both showing the original 4 given frames first, at 64x64 as in the
 paper; sides randomized and blinded (pairs.json and file names reveal nothing; key.json does).
-Serve it with `vqvp human-eval serve data/human_eval`, analyze with `vqvp human-eval analyze`.
+Invite raters with `vqvp human-eval invite data/human_eval -n N`, serve it with `vqvp human-eval serve
+data/human_eval`, analyze with `vqvp human-eval analyze`.
 Judgments are stored beside the package (see `vqvp human-eval --help`), never inside this DVC
 out, so re-running the stage cannot delete them.
 """
@@ -55,8 +56,8 @@ def _body(ctx: StageContext, args) -> None:
                             replace_judgments=True)
     ctx.log_metrics({"pairs": n, "min_judgments": p.min_judgments})
     ctx.mlflow.log_artifact(str(OUT / "study.json"))
-    print(f"package_human_eval: {n} blinded pairs (vqvp vs {names[1]}) -> {OUT}/; serve with "
-          f"`vqvp human-eval serve {OUT}`")
+    print(f"package_human_eval: {n} blinded pairs (vqvp vs {names[1]}) -> {OUT}/; invite raters "
+          f"with `vqvp human-eval invite {OUT} -n N`, then `vqvp human-eval serve {OUT}`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,13 +120,16 @@ def test_human_eval_package_serve_and_analyze(sampled, capsys):
     db = default_db(study)
     assert db.parent == study.parent  # judgments live outside the DVC out
     client = TestClient(create_app(study, db_path=db))
-    for rater in ("ann", "bob"):
+    from vqvp_core.human_eval.store import invite
+
+    for _, token in invite(db, 2):
+        auth = {"Authorization": f"Bearer {token}"}
         while True:
-            nxt = client.get("/api/next", params={"rater": rater}).json()
+            nxt = client.get("/api/next", headers=auth).json()
             if nxt.get("done"):
                 break
-            pair_id = nxt.get("pair_id") or nxt["pair"]["pair_id"]
-            assert client.post("/api/judgments", json={"rater": rater, "pair_id": pair_id, "choice": "left"}).status_code == 201
+            r = client.post("/api/judgments", headers=auth, json={"pair_id": nxt["pair_id"], "choice": "left"})
+            assert r.status_code == 201
     capsys.readouterr()
     assert vqvp(["human-eval", "analyze", str(study)]) == 0
     assert "Total judgements" in capsys.readouterr().out

@@ -25,7 +25,8 @@ Confidence intervals (``method``):
 ``df.attrs`` carries the rest: ``per_pair`` (a DataFrame: clip id, the system on each side,
 the number of judgements and of each outcome, ``meets_min``), ``complete`` (every pair has at
 least ``min_judgments``), ``min_judgments``, ``n_pairs``, ``n_raters``, ``names``, ``method``,
-``confidence`` and ``binomial_p`` (exact two-sided binomial test of "A preferred" against "B
+``confidence``, ``excluded_judgments`` (of raters not invited, or revoked: not counted),
+``invited_only`` and ``binomial_p`` (exact two-sided binomial test of "A preferred" against "B
 preferred" among the decisive judgements, H0: equally often; NaN without any).
 
 ``format_table(df)`` prints it; ``analyze`` also writes ``results.csv`` (atomically) into the
@@ -69,19 +70,30 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def load_judgments(package_dir, db_path=None) -> pd.DataFrame:
-    """All judgments (id, rater, pair_id, choice, created, elapsed_ms); empty without a database."""
+    """The judgments that count (id, rater, pair_id, choice, created, elapsed_ms): those of invited
+    raters whose invitation is not revoked. ``attrs["excluded"]`` counts the others. A database
+    without a ``raters`` table predates invitations: all its judgments count (``attrs["invited"]``
+    is then False). Empty without a database."""
     cols = ["id", "rater", "pair_id", "choice", "created", "elapsed_ms"]
     path = Path(db_path) if db_path is not None else judgments_path(package_dir)
-    if not path.exists():
-        return pd.DataFrame(columns=cols)
-    conn = sqlite3.connect(str(path), timeout=30)
-    try:
-        rows = conn.execute(f"SELECT {', '.join(cols)} FROM judgments ORDER BY id").fetchall()
-    except sqlite3.OperationalError:  # a database without the table yet
-        rows = []
-    finally:
-        conn.close()
-    return pd.DataFrame(rows, columns=cols)
+    rows, excluded, invited = [], 0, True
+    if path.exists():
+        conn = sqlite3.connect(str(path), timeout=30)
+        try:
+            tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            select = f"SELECT {', '.join('j.' + c for c in cols)} FROM judgments j"
+            if "judgments" in tables and "raters" in tables:
+                rows = conn.execute(f"{select} JOIN raters r ON r.rater = j.rater AND r.revoked IS NULL "
+                                    "ORDER BY j.id").fetchall()
+                excluded = conn.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] - len(rows)
+            elif "judgments" in tables:
+                invited = False
+                rows = conn.execute(f"{select} ORDER BY j.id").fetchall()
+        finally:
+            conn.close()
+    df = pd.DataFrame(rows, columns=cols)
+    df.attrs.update({"excluded": int(excluded), "invited": invited})
+    return df
 
 
 def _per_pair(judgments: pd.DataFrame, key: dict, names, min_judgments: int) -> pd.DataFrame:
@@ -166,6 +178,7 @@ def analyze(package_dir, *, db_path=None, method: str = "wilson", confidence: fl
         "per_pair": per_pair, "complete": bool(per_pair["meets_min"].all()),
         "min_judgments": min_j, "n_pairs": len(per_pair),
         "n_raters": int(judgments["rater"].nunique()) if len(judgments) else 0,
+        "excluded_judgments": judgments.attrs["excluded"], "invited_only": judgments.attrs["invited"],
         "names": list(names), "method": method, "confidence": confidence,
         "binomial_p": p_value, "size": study.get("size"),
     })
@@ -220,6 +233,10 @@ def format_table(df: pd.DataFrame) -> str:
     if p is not None and not (isinstance(p, float) and math.isnan(p)):
         lines.append(f"{outcomes[0][7:]} vs {outcomes[1][7:]} (decisive judgements only): "
                      f"two-sided exact binomial p = {p:.3g}")
+    if at.get("excluded_judgments"):
+        lines.append(f"Not counted: {at['excluded_judgments']} judgement(s) of raters not invited or revoked.")
+    elif at.get("invited_only") is False:
+        lines.append("All judgements counted (a database from before rater invitations).")
     per_pair = at.get("per_pair")
     if per_pair is not None and len(per_pair):
         ok = int(per_pair["meets_min"].sum())

@@ -1,19 +1,26 @@
-"""Serve a study folder (see :mod:`vqvp_core.human_eval.package`) to raters and store every judgment.
+"""Serve a study folder (see :mod:`vqvp_core.human_eval.package`) to invited raters and store every judgment.
 
 ``create_app(package_dir)`` returns a FastAPI app; ``serve(package_dir)`` runs it with uvicorn.
 Judgments go to the study's SQLite database beside its folder (``store.judgments_path``; or ``db_path``),
 in WAL mode with ``synchronous=FULL``; each judgment is committed before the response is sent,
 so a crash or restart loses nothing that a rater saw acknowledged.
 
-Endpoints::
+Endpoints (the OpenAPI document at ``/openapi.json`` describes each, errors included)::
 
-    GET  /                     the rating page (page.html)
+    GET  /                     the rating page (page.html; it reads the token from its #fragment)
     GET  /videos/{name}        a video of the study (only names listed in pairs.json)
     GET  /api/study            what the page needs: title, n_pairs, fps, min_view_seconds, ...
-    GET  /api/next?rater=ID    the next pair for this rater, or {"done": true}
-    POST /api/judgments        {"rater", "pair_id", "choice": left|right|cant_tell
-                                [, "elapsed_ms"]} -> 201
+    GET  /api/next             the next pair for the token's rater, or {"done": true}     [token]
+    POST /api/judgments        {"pair_id", "choice": left|right|cant_tell [, "elapsed_ms"]} -> 201  [token]
     GET  /api/progress         judgments per pair, pairs below min_judgments, raters
+
+Raters: ``[token]`` routes need ``Authorization: Bearer TOKEN``, a token issued by
+``store.invite`` (``vqvp human-eval invite``); the rater is the one the token names, never a
+field of the request. No or an unknown or revoked token -> 401 (and costs the client
+FAILED_AUTH_COST of its rate tokens, so guessing is slow as well as hopeless at 256 bits).
+
+Writes: only JSON (else 415) from the study's own origin (``guard.cross_site_reason``; else 403).
+Every client (by address) has a token bucket (``rate_per_s``, ``burst``; else 429 with Retry-After).
 
 Assignment (``/api/next``): a pair this rater has not judged, the one with the fewest
 judgments (counting pairs handed out to *other* raters in the last ``reserve_seconds`` and
@@ -22,7 +29,7 @@ by a fixed per-rater shuffle (a hash of rater and pair id), so raters see the pa
 different orders. A rater can judge every pair once; when none is left the answer is done.
 
 Errors (nothing is stored for any of them): body over ``max_body_bytes`` -> 413; not JSON ->
-400; missing/invalid fields (rater id must match ``RATER_RE``; choice one of the three) -> 422;
+400; missing/invalid fields -> 422 (``{"detail": [{"loc", "msg", "type"}]}``, FastAPI's shape);
 unknown pair -> 404; the same rater judging the same pair twice -> 409 (a UNIQUE constraint).
 The names of the systems and key.json are never served.
 """
@@ -32,33 +39,29 @@ import asyncio
 import datetime as _dt
 import hashlib
 import json
-import re
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from vqvp_core.human_eval.api import Judgment, Next, Progress, Stored, Study, responses
+from vqvp_core.human_eval.guard import RateLimiter, cross_site_reason, origin_of, with_header_timeout
 from vqvp_core.human_eval.package import load_pairs, load_study
-from vqvp_core.human_eval.store import judgments_path
+from vqvp_core.human_eval.store import judgments_path, open_db, rater_for_token
 
-__all__ = ["create_app", "serve", "open_db", "RATER_RE", "DB_NAME"]
+__all__ = ["create_app", "serve", "open_db", "DB_NAME"]
 
 DB_NAME = "judgments.sqlite"
-_RATER = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}"
-RATER_PATTERN = f"^{_RATER}$"  # for the schema; checked with fullmatch (Python's `$` matches before a final newline)
-RATER_RE = re.compile(_RATER)
 BODY_READ_TIMEOUT_S = 10.0  # a client that sends its (<= 4 KB) body slower than this gets 408
-
-
-def valid_rater(rater) -> bool:
-    """The one validation of a rater id, for every route (query and body alike)."""
-    return isinstance(rater, str) and RATER_RE.fullmatch(rater) is not None
+HEADER_TIMEOUT_S = 10.0  # ... and its request line and headers slower than this: connection closed
+FAILED_AUTH_COST = 10.0  # a request with a wrong token spends this many of the client's rate tokens
 
 
 def _clean_json(obj, depth: int = 0):
@@ -77,56 +80,29 @@ def _clean_json(obj, depth: int = 0):
 
 def _no_constants(name: str):
     raise ValueError(f"{name} is not a number")
+
+
 _VIDEO_TYPES = {".webm": "video/webm", ".gif": "image/gif", ".mp4": "video/mp4"}
 PAGE = Path(__file__).with_name("page.html")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS judgments (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    rater      TEXT NOT NULL,
-    pair_id    TEXT NOT NULL,
-    choice     TEXT NOT NULL CHECK (choice IN ('left', 'right', 'cant_tell')),
-    created    TEXT NOT NULL,
-    elapsed_ms INTEGER,
-    UNIQUE (rater, pair_id)
-);
-CREATE INDEX IF NOT EXISTS judgments_pair ON judgments (pair_id);
-"""
+
+def _error(status: int, detail, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def open_db(path) -> sqlite3.Connection:
-    """A connection to the judgments database (created if missing), WAL + synchronous=FULL."""
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(_SCHEMA)
-    return conn
-
-
-class Judgment(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    rater: str = Field(pattern=RATER_PATTERN)  # and valid_rater (below): one rule for every route
-    pair_id: str = Field(min_length=1, max_length=64)
-    choice: Literal["left", "right", "cant_tell"]
-    elapsed_ms: int | None = Field(default=None, ge=0, le=86_400_000)
-
-    @field_validator("rater")
-    @classmethod
-    def _rater(cls, v: str) -> str:
-        if not valid_rater(v):
-            raise ValueError(f"rater must match {RATER_PATTERN}")
-        return v
-
-
-def _error(status: int, detail) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+def _invalid(loc: list, msg: str, kind: str) -> JSONResponse:
+    return _error(422, [{"loc": loc, "msg": msg, "type": kind}])
 
 
 def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
-               reserve_seconds: float = 600.0) -> FastAPI:
-    """The rating app for the study folder ``package_dir`` (see the module doc)."""
+               reserve_seconds: float = 600.0, rate_per_s: float = 10.0, burst: float = 60.0,
+               public_origin: str | None = None) -> FastAPI:
+    """The rating app for the study folder ``package_dir`` (see the module doc).
+
+    rate_per_s, burst: each client's token bucket (requests per second on average, and at once);
+    public_origin: the ``scheme://host[:port]`` raters load the page from, when it is not the
+    address the server sees (behind a reverse proxy); writes from any other origin are 403.
+    """
     package_dir = Path(package_dir).resolve()
     study = load_study(package_dir)
     pairs = load_pairs(package_dir)
@@ -136,6 +112,8 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
     min_judgments = int(study["min_judgments"])
     db_file = Path(db_path) if db_path is not None else judgments_path(package_dir)
     open_db(db_file).close()  # create the schema (and the file) up front
+    own_origin = origin_of(public_origin) if public_origin else None
+    limiter = RateLimiter(rate_per_s, burst)
 
     local = threading.local()
     reservations: dict[str, dict[str, float]] = {}  # pair_id -> {rater: time handed out}
@@ -154,24 +132,44 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
                 c[pid] = k
         return c
 
-    def check_rater(rater: str | None) -> str:
-        if not valid_rater(rater):
-            raise HTTPException(422, f"rater must match {RATER_PATTERN}")
+    bearer = HTTPBearer(auto_error=False, description="the token of the rater's invitation link "
+                                                      "(`vqvp human-eval invite`)")
+
+    def rater_of(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+        """The invited rater this request's bearer token belongs to; 401 otherwise."""
+        rater = rater_for_token(db(), creds.credentials if creds else None)
+        if rater is None:
+            client = request.client.host if request.client else "?"
+            wait = limiter.take(client, FAILED_AUTH_COST)  # guessing tokens is rate-limited hard
+            if wait:
+                raise HTTPException(429, "too many requests", headers={"Retry-After": str(max(1, round(wait)))})
+            raise HTTPException(401, "a rater token is needed: open your invitation link",
+                                headers={"WWW-Authenticate": "Bearer"})
         return rater
 
-    app = FastAPI(title="vqvp human evaluation", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="vqvp human evaluation", version="2", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
     app.state.package_dir = package_dir
     app.state.db_path = db_file
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error(422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()])
+
     @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
+    async def guard(request: Request, call_next):
+        client = request.client.host if request.client else "?"
+        wait = limiter.take(client)
+        if wait:
+            response = _error(429, "too many requests", {"Retry-After": str(max(1, round(wait)))})
+        else:
+            response = await call_next(request)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={
             "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
@@ -179,7 +177,9 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
                                        "object-src 'none'; "
                                        "frame-ancestors 'none'"})
 
-    @app.get("/videos/{name}")
+    @app.get("/videos/{name}", response_class=FileResponse, responses={
+        200: {"content": {t: {} for t in _VIDEO_TYPES.values()}, "description": "the video"},
+        **responses(404)})
     def video(name: str):
         # a whitelist: only the files pairs.json names; anything else (../, key.json) is 404
         if name not in video_names or "/" in name or "\\" in name or name.startswith("."):
@@ -190,15 +190,12 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         return FileResponse(path, media_type=_VIDEO_TYPES.get(path.suffix, "application/octet-stream"),
                             headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/api/study")
+    @app.get("/api/study", response_model=Study, responses=responses())
     def api_study():
-        return {k: study.get(k) for k in ("title", "n_pairs", "fps", "size", "n_frames", "n_given",
-                                          "min_judgments", "min_view_seconds", "display_px",
-                                          "formats", "choices")}
+        return {k: study.get(k) for k in Study.model_fields}
 
-    @app.get("/api/next")
-    def api_next(rater: str | None = Query(default=None, max_length=64)):
-        rater = check_rater(rater)
+    @app.get("/api/next", response_model=Next, responses=responses(401))
+    def api_next(rater: str = Depends(rater_of)):
         conn = db()
         judged = {r[0] for r in conn.execute("SELECT pair_id FROM judgments WHERE rater = ?", (rater,))}
         c = counts()
@@ -211,7 +208,7 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
                 else:
                     del reservations[pid]
             todo = [pid for pid in pair_by_id if pid not in judged]
-            base = {"judged_by_you": len(judged), "total_pairs": len(pair_by_id)}
+            base = {"rater": rater, "judged_by_you": len(judged), "total_pairs": len(pair_by_id)}
             if not todo:
                 return {"done": True, **base}
 
@@ -228,8 +225,17 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
                 "right": {fmt: f"/videos/{name}" for fmt, name in p["right"].items()},
                 "remaining_for_you": len(todo), **base}
 
-    @app.post("/api/judgments", status_code=201)
-    async def api_judgments(request: Request):
+    @app.post("/api/judgments", status_code=201, response_model=Stored,
+              responses=responses(400, 401, 403, 404, 408, 409, 413, 415, 422),
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": Judgment.model_json_schema()}}}})
+    async def api_judgments(request: Request, rater: str = Depends(rater_of)):
+        why = cross_site_reason(request.headers, request.url.scheme, own_origin)
+        if why:
+            return _error(403, f"writes only from the study's own page ({why})")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return _error(415, "a judgment must be sent as application/json")
         length = request.headers.get("content-length")
         if length is not None:
             try:
@@ -263,11 +269,12 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         except RecursionError:
             return _error(400, "body is nested too deeply")
         if not isinstance(data, dict):
-            return _error(422, "body must be a JSON object")
+            return _invalid(["body"], "body must be a JSON object", "model_type")
         try:
             j = Judgment.model_validate(data)
         except ValidationError as e:
-            return _error(422, json.loads(e.json(include_url=False, include_context=False)))
+            return _error(422, [{"loc": ["body", *e_["loc"]], "msg": e_["msg"], "type": e_["type"]}
+                                for e_ in e.errors(include_url=False)])
         if j.pair_id not in pair_by_id:
             return _error(404, f"unknown pair {j.pair_id!r}")
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
@@ -278,7 +285,7 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
             try:
                 cur = conn.execute(
                     "INSERT INTO judgments (rater, pair_id, choice, created, elapsed_ms) "
-                    "VALUES (?, ?, ?, ?, ?)", (j.rater, j.pair_id, j.choice, created, j.elapsed_ms))
+                    "VALUES (?, ?, ?, ?, ?)", (rater, j.pair_id, j.choice, created, j.elapsed_ms))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -288,13 +295,13 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         try:
             row_id = await run_in_threadpool(insert)
         except sqlite3.IntegrityError:
-            return _error(409, f"rater {j.rater!r} has already judged pair {j.pair_id!r}")
+            return _error(409, f"rater {rater!r} has already judged pair {j.pair_id!r}")
         with lock:
-            reservations.get(j.pair_id, {}).pop(j.rater, None)
-        return JSONResponse({"id": row_id, "rater": j.rater, "pair_id": j.pair_id,
+            reservations.get(j.pair_id, {}).pop(rater, None)
+        return JSONResponse({"id": row_id, "rater": rater, "pair_id": j.pair_id,
                              "choice": j.choice, "created": created}, status_code=201)
 
-    @app.get("/api/progress")
+    @app.get("/api/progress", response_model=Progress, responses=responses())
     def api_progress():
         c = counts()
         raters = db().execute("SELECT COUNT(DISTINCT rater) FROM judgments").fetchone()[0]
@@ -306,15 +313,22 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
     return app
 
 
-def serve(package_dir, host: str = "127.0.0.1", port: int = 8000, **kwargs) -> None:
-    """Run the rating app with uvicorn (blocking). Extra keyword arguments go to create_app."""
+def serve(package_dir, host: str = "127.0.0.1", port: int = 8000, *,
+          forwarded_allow_ips: str | None = None, header_timeout: float = HEADER_TIMEOUT_S,
+          **kwargs) -> None:
+    """Run the rating app with uvicorn (blocking). Extra keyword arguments go to create_app.
+
+    Bounded: request line and headers within ``header_timeout`` s (else the connection closes), a
+    body within BODY_READ_TIMEOUT_S (408), idle keep-alive connections close after 5 s, at most 64
+    connections at once (more get 503). ``forwarded_allow_ips``: the reverse proxy's address, whose
+    X-Forwarded-For then names the client for the rate limit (default: trust no proxy).
+    """
     import uvicorn
 
-    # bounded: idle keep-alive connections close after 5 s, at most 64 connections at once (more
-    # get 503); a body must arrive within BODY_READ_TIMEOUT_S (408). uvicorn has no timeout for
-    # slow headers: on an open network, run it behind a reverse proxy that has one (README).
     uvicorn.run(create_app(package_dir, **kwargs), host=host, port=port, log_level="info",
-                timeout_keep_alive=5, limit_concurrency=64)
+                http=with_header_timeout(header_timeout), timeout_keep_alive=5, limit_concurrency=64,
+                proxy_headers=forwarded_allow_ips is not None,
+                forwarded_allow_ips=forwarded_allow_ips or "127.0.0.1", server_header=False)
 
 
 if __name__ == "__main__":  # python -m vqvp_core.human_eval.server STUDY_DIR [--port 8000]
@@ -324,5 +338,6 @@ if __name__ == "__main__":  # python -m vqvp_core.human_eval.server STUDY_DIR [-
     ap.add_argument("package_dir")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--db", default=None)
     a = ap.parse_args()
-    serve(a.package_dir, a.host, a.port)
+    serve(a.package_dir, a.host, a.port, db_path=a.db)

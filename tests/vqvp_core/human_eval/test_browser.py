@@ -27,7 +27,7 @@ import uvicorn  # noqa: E402
 from vqvp_core.human_eval.analysis import analyze, format_table  # noqa: E402
 from vqvp_core.human_eval.package import build_package, load_key  # noqa: E402
 from vqvp_core.human_eval.server import create_app  # noqa: E402
-from vqvp_core.human_eval.store import judgments_path  # noqa: E402
+from vqvp_core.human_eval.store import invite, judgments_path  # noqa: E402
 
 N_PAIRS = 4
 
@@ -103,17 +103,21 @@ def test_rate_pairs_in_chromium(study, server, browser, tmp_path):
     # browser (net::ERR_ABORTED, seen on a loaded machine): not a failure of the server
     page.on("requestfailed", lambda r: None if ("/videos/" in r.url and "ERR_ABORTED" in (r.failure or ""))
             else problems.append(f"{r.url} {r.failure}"))
-    page.goto(server + "/")
-
+    page.goto(server + "/")  # without an invitation: no pair, an explanation
     expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#login")).to_contain_text("invitation")
     expect(page.locator("#study")).to_be_hidden()
-    page.fill("#rater-input", "bad id!")  # rejected on the page, nothing sent
-    page.click("#start")
-    expect(page.locator("#message")).to_contain_text("letters")
-    page.fill("#rater-input", "alice")
-    page.click("#start")
+    page.goto(server + "/#token=" + "x" * 43)  # a made-up token: refused by the server
+    expect(page.locator("#message")).to_contain_text("not valid")
+    expect(page.locator("#study")).to_be_hidden()
+    problems.clear()  # the console's note of that 401 was expected
+
+    [(alice, token)] = invite(judgments_path(study), 1)
+    page.goto(server + "/#token=" + token)
     expect(page.locator("#study")).to_be_visible()
-    assert page.evaluate("localStorage.getItem('vqvp_human_eval_rater')") == "alice"
+    expect(page.locator("#rater-name")).to_have_text(alice)
+    assert page.evaluate("localStorage.getItem('vqvp_human_eval_token')") == token
+    assert "token" not in page.url  # the fragment is removed from the address bar (and history)
 
     choices = ["left", "cant_tell", "right"]
     buttons = {"left": "#btn-left", "cant_tell": "#btn-cant", "right": "#btn-right"}
@@ -138,13 +142,13 @@ def test_rate_pairs_in_chromium(study, server, browser, tmp_path):
                                arg=i + 2, timeout=10_000)
 
     rows = db_rows(study)
-    assert [r[0] for r in rows] == ["alice"] * 3 and [r[2] for r in rows] == choices
+    assert [r[0] for r in rows] == [alice] * 3 and [r[2] for r in rows] == choices
     assert len({r[1] for r in rows}) == 3 and len(set(shown)) == 3
 
     # a reload remembers the rater and continues with the last pair; a key press answers it
     page.reload()
     expect(page.locator("#study")).to_be_visible()
-    expect(page.locator("#rater-name")).to_have_text("alice")
+    expect(page.locator("#rater-name")).to_have_text(alice)
     expect(page.locator("#pair-number")).to_have_text(str(N_PAIRS))
     expect(page.locator("#btn-left")).to_be_enabled(timeout=15_000)
     # the videos loop: both played to the end and are playing again from the start, in step
@@ -185,8 +189,9 @@ def test_rate_pairs_in_chromium(study, server, browser, tmp_path):
 def test_gif_fallback_when_webm_cannot_play(study, server, browser):
     """A browser that cannot play WebM gets the looping GIFs (simulated by overriding canPlayType)."""
     context = browser.new_context()
+    [(gif_user, token)] = invite(judgments_path(study), 1)
     context.add_init_script("HTMLMediaElement.prototype.canPlayType = () => '';"
-                            "localStorage.setItem('vqvp_human_eval_rater', 'gif-user');")
+                            f"localStorage.setItem('vqvp_human_eval_token', '{token}');")
     page = context.new_page()
     page.goto(server + "/")
     sync_api.expect(page.locator("#btn-cant")).to_be_enabled(timeout=15_000)
@@ -195,5 +200,49 @@ def test_gif_fallback_when_webm_cannot_play(study, server, browser):
         assert st["tag"] == "IMG" and st["src"].endswith(".gif") and st["width"] == 64, st
     page.click("#btn-cant")
     sync_api.expect(page.locator("#pair-number")).to_have_text("2")
-    assert ("gif-user", "cant_tell") in [(r[0], r[2]) for r in db_rows(study)]
+    assert (gif_user, "cant_tell") in [(r[0], r[2]) for r in db_rows(study)]
     context.close()
+
+
+def test_another_sites_page_cannot_vote(study, server, browser):
+    """A page of another origin (another port is another origin) posts as a rater's browser would:
+    a `text/plain` form-like POST (no CORS preflight) and a JSON fetch with the token. Neither is
+    stored: the first is 415/403, the second is blocked by the browser's preflight (no CORS)."""
+    [(_, token)] = invite(judgments_path(study), 1)
+    before = len(db_rows(study))
+    import http.server
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<!doctype html><title>evil</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        results = page.evaluate("""async ([url, token]) => {
+            const out = [];
+            const body = JSON.stringify({pair_id: "p0000", choice: "left"});
+            try { const r = await fetch(url, {method: "POST", mode: "no-cors", body: body,
+                                              headers: {"Content-Type": "text/plain"}});
+                  out.push("simple:" + r.type); } catch (e) { out.push("simple:error"); }
+            try { const r = await fetch(url, {method: "POST", body: body, headers: {
+                      "Content-Type": "application/json", "Authorization": "Bearer " + token}});
+                  out.push("json:" + r.status); } catch (e) { out.push("json:blocked"); }
+            return out;
+        }""", [server + "/api/judgments", token])
+        context.close()
+    finally:
+        evil.shutdown()
+    assert results == ["simple:opaque", "json:blocked"], results
+    assert len(db_rows(study)) == before  # nothing stored
