@@ -58,3 +58,13 @@ def test_train_stages_track_what_changes_the_model_only():
 def test_the_checker_agrees_with_dvc_yaml():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "dvc_graph.py")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dvc_lock_is_not_git_ignored():
+    """`dvc repro` refuses to run at all when dvc.lock is git-ignored ("'dvc.lock' is
+    git-ignored"): a fresh clone's `make demo` failed at its first stage when it was."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(["git", "check-ignore", "-q", "dvc.lock"], cwd=root)
+    assert r.returncode == 1, "dvc.lock is git-ignored (.gitignore): dvc repro will refuse to run"
