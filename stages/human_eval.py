@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--burst", type=float, default=60.0, help="requests at once per client (default %(default)s)")
     serve.add_argument("--forwarded-allow-ips", default=None,
                        help="the reverse proxy's address: trust its X-Forwarded-For for the client address")
+    serve.add_argument("--max-connections-per-client", type=int, default=None,
+                       help="open connections per client address (default 16; off with --forwarded-allow-ips)")
     analyze = sub.add_parser("analyze", help="print the paper's Table 1 with 95%% confidence intervals")
     analyze.add_argument("dir", type=Path, help="the study folder")
     analyze.add_argument("--db", type=Path, default=None, help="judgments file (default: beside DIR)")
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vqvp human-eval: http://{args.host}:{args.port}/  (judgments in {db}; {active} invited rater(s)"
               + ("" if active else "; nobody can vote yet: run `vqvp human-eval invite DIR -n N`") + ")")
         run_server(args.dir, host=args.host, port=args.port, db_path=db, public_origin=args.public_origin,
-                   rate_per_s=args.rate, burst=args.burst, forwarded_allow_ips=args.forwarded_allow_ips)
+                   rate_per_s=args.rate, burst=args.burst, forwarded_allow_ips=args.forwarded_allow_ips,
+                   max_per_client=args.max_connections_per_client)
         return 0
     from vqvp_core.human_eval.analysis import analyze as run_analysis
     from vqvp_core.human_eval.analysis import format_table

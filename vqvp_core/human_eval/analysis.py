@@ -25,8 +25,8 @@ Confidence intervals (``method``):
 ``df.attrs`` carries the rest: ``per_pair`` (a DataFrame: clip id, the system on each side,
 the number of judgements and of each outcome, ``meets_min``), ``complete`` (every pair has at
 least ``min_judgments``), ``min_judgments``, ``n_pairs``, ``n_raters``, ``names``, ``method``,
-``confidence``, ``excluded_judgments`` (of raters not invited, or revoked: not counted),
-``invited_only`` and ``binomial_p`` (exact two-sided binomial test of "A preferred" against "B
+``confidence``, ``excluded_judgments`` (of raters not invited, or revoked: not counted) and
+``binomial_p`` (exact two-sided binomial test of "A preferred" against "B
 preferred" among the decisive judgements, H0: equally often; NaN without any).
 
 ``format_table(df)`` prints it; ``analyze`` also writes ``results.csv`` (atomically) into the
@@ -71,28 +71,26 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 def load_judgments(package_dir, db_path=None) -> pd.DataFrame:
     """The judgments that count (id, rater, pair_id, choice, created, elapsed_ms): those of invited
-    raters whose invitation is not revoked. ``attrs["excluded"]`` counts the others. A database
-    without a ``raters`` table predates invitations: all its judgments count (``attrs["invited"]``
-    is then False). Empty without a database."""
+    raters whose invitation is not revoked (a database from before invitations has none of
+    those: its raters cannot be told from anyone). ``attrs["excluded"]`` counts the others.
+    Empty without a database."""
     cols = ["id", "rater", "pair_id", "choice", "created", "elapsed_ms"]
     path = Path(db_path) if db_path is not None else judgments_path(package_dir)
-    rows, excluded, invited = [], 0, True
+    rows, excluded = [], 0
     if path.exists():
         conn = sqlite3.connect(str(path), timeout=30)
         try:
             tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             select = f"SELECT {', '.join('j.' + c for c in cols)} FROM judgments j"
-            if "judgments" in tables and "raters" in tables:
-                rows = conn.execute(f"{select} JOIN raters r ON r.rater = j.rater AND r.revoked IS NULL "
-                                    "ORDER BY j.id").fetchall()
+            if "judgments" in tables:
+                if "raters" in tables:
+                    rows = conn.execute(f"{select} JOIN raters r ON r.rater = j.rater AND r.revoked IS NULL "
+                                        "ORDER BY j.id").fetchall()
                 excluded = conn.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] - len(rows)
-            elif "judgments" in tables:
-                invited = False
-                rows = conn.execute(f"{select} ORDER BY j.id").fetchall()
         finally:
             conn.close()
     df = pd.DataFrame(rows, columns=cols)
-    df.attrs.update({"excluded": int(excluded), "invited": invited})
+    df.attrs["excluded"] = int(excluded)
     return df
 
 
@@ -178,7 +176,7 @@ def analyze(package_dir, *, db_path=None, method: str = "wilson", confidence: fl
         "per_pair": per_pair, "complete": bool(per_pair["meets_min"].all()),
         "min_judgments": min_j, "n_pairs": len(per_pair),
         "n_raters": int(judgments["rater"].nunique()) if len(judgments) else 0,
-        "excluded_judgments": judgments.attrs["excluded"], "invited_only": judgments.attrs["invited"],
+        "excluded_judgments": judgments.attrs["excluded"],
         "names": list(names), "method": method, "confidence": confidence,
         "binomial_p": p_value, "size": study.get("size"),
     })
@@ -235,8 +233,6 @@ def format_table(df: pd.DataFrame) -> str:
                      f"two-sided exact binomial p = {p:.3g}")
     if at.get("excluded_judgments"):
         lines.append(f"Not counted: {at['excluded_judgments']} judgement(s) of raters not invited or revoked.")
-    elif at.get("invited_only") is False:
-        lines.append("All judgements counted (a database from before rater invitations).")
     per_pair = at.get("per_pair")
     if per_pair is not None and len(per_pair):
         ok = int(per_pair["meets_min"].sum())

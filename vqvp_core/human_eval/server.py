@@ -52,7 +52,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from vqvp_core.human_eval.api import Judgment, Next, Progress, Stored, Study, responses
-from vqvp_core.human_eval.guard import RateLimiter, cross_site_reason, origin_of, with_header_timeout
+from vqvp_core.human_eval.guard import RateLimiter, client_key, cross_site_reason, origin_of, with_header_timeout
 from vqvp_core.human_eval.package import load_pairs, load_study
 from vqvp_core.human_eval.store import judgments_path, open_db, rater_for_token
 
@@ -96,7 +96,7 @@ def _invalid(loc: list, msg: str, kind: str) -> JSONResponse:
 
 def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
                reserve_seconds: float = 600.0, rate_per_s: float = 10.0, burst: float = 60.0,
-               public_origin: str | None = None) -> FastAPI:
+               public_origin: str | None = None, body_timeout_s: float = BODY_READ_TIMEOUT_S) -> FastAPI:
     """The rating app for the study folder ``package_dir`` (see the module doc).
 
     rate_per_s, burst: each client's token bucket (requests per second on average, and at once);
@@ -125,9 +125,10 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
             conn = local.conn = open_db(db_file)
         return conn
 
-    def counts() -> dict[str, int]:
+    def counts() -> dict[str, int]:  # the judgments that count: invited, unrevoked raters' (as analyze)
         c = {pid: 0 for pid in pair_by_id}
-        for pid, k in db().execute("SELECT pair_id, COUNT(*) FROM judgments GROUP BY pair_id"):
+        for pid, k in db().execute("SELECT j.pair_id, COUNT(*) FROM judgments j JOIN raters r ON "
+                                   "r.rater = j.rater AND r.revoked IS NULL GROUP BY j.pair_id"):
             if pid in c:
                 c[pid] = k
         return c
@@ -139,13 +140,22 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         """The invited rater this request's bearer token belongs to; 401 otherwise."""
         rater = rater_for_token(db(), creds.credentials if creds else None)
         if rater is None:
-            client = request.client.host if request.client else "?"
-            wait = limiter.take(client, FAILED_AUTH_COST)  # guessing tokens is rate-limited hard
+            wait = limiter.take(client_key(request.client.host if request.client else None), FAILED_AUTH_COST)  # guessing tokens is rate-limited hard
             if wait:
                 raise HTTPException(429, "too many requests", headers={"Retry-After": str(max(1, round(wait)))})
             raise HTTPException(401, "a rater token is needed: open your invitation link",
                                 headers={"WWW-Authenticate": "Bearer"})
         return rater
+
+    def same_origin_json(request: Request) -> None:
+        """Writes only as JSON from the study's own page: checked before the token, so a
+        cross-site request is refused as such whatever it carries."""
+        why = cross_site_reason(request.headers, request.url.scheme, own_origin)
+        if why:
+            raise HTTPException(403, f"writes only from the study's own page ({why})")
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise HTTPException(415, "a judgment must be sent as application/json")
 
     app = FastAPI(title="vqvp human evaluation", version="2", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
@@ -158,8 +168,7 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        client = request.client.host if request.client else "?"
-        wait = limiter.take(client)
+        wait = limiter.take(client_key(request.client.host if request.client else None))
         if wait:
             response = _error(429, "too many requests", {"Retry-After": str(max(1, round(wait)))})
         else:
@@ -227,15 +236,10 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
 
     @app.post("/api/judgments", status_code=201, response_model=Stored,
               responses=responses(400, 401, 403, 404, 408, 409, 413, 415, 422),
+              dependencies=[Depends(same_origin_json)],
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": Judgment.model_json_schema()}}}})
     async def api_judgments(request: Request, rater: str = Depends(rater_of)):
-        why = cross_site_reason(request.headers, request.url.scheme, own_origin)
-        if why:
-            return _error(403, f"writes only from the study's own page ({why})")
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            return _error(415, "a judgment must be sent as application/json")
         length = request.headers.get("content-length")
         if length is not None:
             try:
@@ -253,10 +257,10 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
             return True
 
         try:
-            if not await asyncio.wait_for(read(), BODY_READ_TIMEOUT_S):
+            if not await asyncio.wait_for(read(), body_timeout_s):
                 return _error(413, f"body larger than {max_body_bytes} bytes")
         except asyncio.TimeoutError:
-            return _error(408, f"body not received within {BODY_READ_TIMEOUT_S:g} s")
+            return _error(408, f"body not received within {body_timeout_s:g} s")
         try:
             data = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constants)
             _clean_json(data)
@@ -304,7 +308,8 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
     @app.get("/api/progress", response_model=Progress, responses=responses())
     def api_progress():
         c = counts()
-        raters = db().execute("SELECT COUNT(DISTINCT rater) FROM judgments").fetchone()[0]
+        raters = db().execute("SELECT COUNT(DISTINCT j.rater) FROM judgments j JOIN raters r ON "
+                              "r.rater = j.rater AND r.revoked IS NULL").fetchone()[0]
         below = [pid for pid, k in c.items() if k < min_judgments]
         return {"pairs": c, "min_judgments": min_judgments, "below_min": below,
                 "complete": not below, "total_judgments": sum(c.values()), "raters": raters,
@@ -315,18 +320,22 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
 
 def serve(package_dir, host: str = "127.0.0.1", port: int = 8000, *,
           forwarded_allow_ips: str | None = None, header_timeout: float = HEADER_TIMEOUT_S,
-          **kwargs) -> None:
+          max_per_client: int | None = None, **kwargs) -> None:
     """Run the rating app with uvicorn (blocking). Extra keyword arguments go to create_app.
 
     Bounded: request line and headers within ``header_timeout`` s (else the connection closes), a
     body within BODY_READ_TIMEOUT_S (408), idle keep-alive connections close after 5 s, at most 64
-    connections at once (more get 503). ``forwarded_allow_ips``: the reverse proxy's address, whose
-    X-Forwarded-For then names the client for the rate limit (default: trust no proxy).
+    connections at once (more get 503), at most ``max_per_client`` (16) from one client.
+    ``forwarded_allow_ips``: the reverse proxy's address, whose X-Forwarded-For then names the
+    client for the rate limit (default: trust no proxy); with a proxy every connection comes from
+    it, so the per-client connection cap is off unless given: the proxy must cap them.
     """
+    if max_per_client is None:
+        max_per_client = 0 if forwarded_allow_ips else 16
     import uvicorn
 
     uvicorn.run(create_app(package_dir, **kwargs), host=host, port=port, log_level="info",
-                http=with_header_timeout(header_timeout), timeout_keep_alive=5, limit_concurrency=64,
+                http=with_header_timeout(header_timeout, max_per_client), timeout_keep_alive=5, limit_concurrency=64,
                 proxy_headers=forwarded_allow_ips is not None,
                 forwarded_allow_ips=forwarded_allow_ips or "127.0.0.1", server_header=False)
 

@@ -8,12 +8,8 @@ import sqlite3
 import pandas as pd
 import pytest
 
-from vqvp_core.human_eval.store import judgments_path
 from vqvp_core.human_eval.analysis import RESULTS_NAME, analyze, format_table, wilson_interval
-
-SCHEMA = """CREATE TABLE judgments (id INTEGER PRIMARY KEY AUTOINCREMENT, rater TEXT NOT NULL,
-    pair_id TEXT NOT NULL, choice TEXT NOT NULL, created TEXT NOT NULL, elapsed_ms INTEGER,
-    UNIQUE (rater, pair_id))"""
+from vqvp_core.human_eval.store import judgments_path, open_db
 
 
 def make_study(path, sides: dict, min_judgments: int, names=("A", "B")):
@@ -28,14 +24,14 @@ def make_study(path, sides: dict, min_judgments: int, names=("A", "B")):
     return path
 
 
-def add_judgments(path, judgments):
-    """judgments: (rater, pair_id, choice), stored as the server's schema stores them."""
-    conn = sqlite3.connect(judgments_path(path))
-    conn.execute(SCHEMA) if not conn.execute(
-        "SELECT name FROM sqlite_master WHERE name='judgments'").fetchone() else None
+def add_judgments(path, judgments, invited=True):
+    """judgments: (rater, pair_id, choice), stored in the server's schema; their raters invited."""
+    conn = open_db(judgments_path(path))
+    if invited:
+        conn.executemany("INSERT OR IGNORE INTO raters (rater, token_sha256, created) VALUES (?, ?, 't')",
+                         [(r, f"digest-of-{r}") for r in dict.fromkeys(r for r, _, _ in judgments)])
     conn.executemany("INSERT INTO judgments (rater, pair_id, choice, created) VALUES (?, ?, ?, 't')",
                      judgments)
-    conn.commit()
     conn.close()
 
 
@@ -177,3 +173,10 @@ def test_judgments_for_unknown_pairs_are_an_error(small):
     add_judgments(small, [("zed", "p7", "left")])
     with pytest.raises(ValueError, match="not in key.json"):
         analyze(small)
+
+
+def test_judgments_of_raters_not_invited_do_not_count(small):
+    add_judgments(small, [("ghost", "p0", "left"), ("ghost", "p1", "left")], invited=False)
+    df = analyze(small, write=False)
+    assert df.loc["Total judgements", "count"] == 15 and df.attrs["excluded_judgments"] == 2
+    assert "Not counted: 2 judgement(s)" in format_table(df)

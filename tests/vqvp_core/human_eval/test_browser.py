@@ -168,6 +168,15 @@ def test_rate_pairs_in_chromium(study, server, browser, tmp_path):
     assert len(rows) == N_PAIRS and rows[-1][2] == "left" and len({r[1] for r in rows}) == N_PAIRS
     assert problems == []
 
+    # someone else's link opened in alice's browser: it asks first (declined here), and stays alice
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    [(_, other)] = invite(judgments_path(study), 1)
+    page.evaluate("(t) => { location.hash = 'token=' + t; }", other)
+    page.wait_for_function("() => location.hash === ''", timeout=5_000)
+    assert asked and "another invitation" in asked[0]
+    assert page.evaluate("localStorage.getItem('vqvp_human_eval_token')") == token
+
     for shot in ("pair.png", "done.png"):
         data = (tmp_path / shot).read_bytes()
         assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -206,8 +215,9 @@ def test_gif_fallback_when_webm_cannot_play(study, server, browser):
 
 def test_another_sites_page_cannot_vote(study, server, browser):
     """A page of another origin (another port is another origin) posts as a rater's browser would:
-    a `text/plain` form-like POST (no CORS preflight) and a JSON fetch with the token. Neither is
-    stored: the first is 415/403, the second is blocked by the browser's preflight (no CORS)."""
+    a `text/plain` POST (a "simple" request: no CORS preflight, but it cannot carry the token
+    header, and the server refuses it as cross-site, 403, before looking for one) and a JSON fetch
+    with the token (the browser's preflight finds no CORS, so it is never sent). Neither is stored."""
     [(_, token)] = invite(judgments_path(study), 1)
     before = len(db_rows(study))
     import http.server

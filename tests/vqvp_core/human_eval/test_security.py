@@ -7,13 +7,14 @@ import socket
 import stat
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from stages.human_eval import main as human_eval
 from tests.vqvp_core.human_eval.conftest import Rater, TestClient, rows
 from vqvp_core.human_eval.analysis import analyze
-from vqvp_core.human_eval.guard import RateLimiter, origin_of
+from vqvp_core.human_eval.guard import RateLimiter, client_key, origin_of
 from vqvp_core.human_eval.server import create_app
 from vqvp_core.human_eval.store import invite, list_raters, revoke
 
@@ -142,6 +143,26 @@ def test_a_public_origin_replaces_the_host_header(package, db):
                        headers={**ann.auth, "Origin": "https://rate.example.org"}).status_code == 201
 
 
+def test_cross_site_writes_are_refused_as_such_before_any_token_is_looked_at(client, db):
+    r = client.post("/api/judgments", content=b'{"pair_id": "p0000", "choice": "left"}',
+                    headers={"Content-Type": "text/plain", "Origin": "http://evil.example"})
+    assert r.status_code == 403
+    r = client.post("/api/judgments", content=b'{"pair_id": "p0000", "choice": "left"}',
+                    headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+    assert rows(db) == []
+
+
+def test_revoked_votes_leave_progress_and_assignment(client, db):
+    ann, bob = Rater(client, db), Rater(client, db)
+    assert bob.post("p0000", "left").status_code == 201
+    assert client.get("/api/progress").json()["pairs"]["p0000"] == 1
+    revoke(db, bob.id)
+    prog = client.get("/api/progress").json()
+    assert prog["pairs"]["p0000"] == 0 and prog["raters"] == 0 and prog["total_judgments"] == 0
+    assert ann.next().json()["pair_id"] is not None
+
+
 def test_no_cors_for_other_origins(client):
     r = client.options("/api/judgments", headers={"Origin": "http://evil.example",
                                                   "Access-Control-Request-Method": "POST"})
@@ -175,6 +196,15 @@ def test_guessing_tokens_is_throttled_hard(package, db):
     assert codes == [401, 401, 429, 429]  # each wrong token costs 10 requests' worth
 
 
+@pytest.mark.parametrize("host, key", [
+    ("10.1.2.3", "10.1.2.3"), ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"), ("::ffff:10.1.2.3", "10.1.2.3"), (None, "?"),
+    ("testclient", "testclient"),
+])
+def test_one_ipv6_network_is_one_client(host, key):
+    assert client_key(host) == key
+
+
 def test_rate_limiter_refills_and_stays_bounded(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
@@ -202,8 +232,10 @@ def live(package, db):
     from vqvp_core.human_eval.guard import with_header_timeout
 
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(package, db_path=db), host="127.0.0.1", port=port,
-                                        http=with_header_timeout(1.0), timeout_keep_alive=5,
+    app = create_app(package, db_path=db, body_timeout_s=1.0, rate_per_s=1e6, burst=1e6)
+    app.state.raters = invite(db, 1)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, limit_concurrency=64,
+                                        http=with_header_timeout(1.0, max_per_client=4), timeout_keep_alive=5,
                                         log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -211,7 +243,7 @@ def live(package, db):
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline
         time.sleep(0.02)
-    yield port
+    yield SimpleNamespace(addr=("127.0.0.1", port), token=app.state.raters[0][1])
     srv.should_exit = True
     thread.join(10)
 
@@ -236,7 +268,7 @@ def _closed_after(sock: socket.socket, trickle: bytes, limit: float) -> float:
 
 @pytest.mark.parametrize("trickle", [b"", b"GET /api/study HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100])
 def test_slow_headers_are_cut_off(live, trickle):
-    with socket.create_connection(("127.0.0.1", live)) as sock:
+    with socket.create_connection(live.addr) as sock:
         if not trickle:  # connect and send nothing
             sock.settimeout(5)
             t0 = time.monotonic()
@@ -245,16 +277,64 @@ def test_slow_headers_are_cut_off(live, trickle):
         else:
             took = _closed_after(sock, trickle, limit=8)
     assert took < 3, f"connection held {took:.1f} s past a 1 s header deadline"
-    with socket.create_connection(("127.0.0.1", live)) as sock:  # a normal client still gets served
+    with socket.create_connection(live.addr) as sock:  # a normal client still gets served
         sock.sendall(b"GET /api/study HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         sock.settimeout(5)
         assert sock.recv(64).startswith(b"HTTP/1.1 200")
 
 
 def test_keep_alive_connection_gets_a_new_deadline_per_request(live):
-    with socket.create_connection(("127.0.0.1", live)) as sock:
+    with socket.create_connection(live.addr) as sock:
         sock.settimeout(5)
         sock.sendall(b"GET /api/study HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         took = _closed_after(sock, b"GET /api/study HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, limit=8)
     assert took < 3
+
+
+def _post_head(token: str, length: int = 40) -> bytes:
+    return (f"POST /api/judgments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def test_a_body_that_does_not_come_is_408_and_the_connection_closes(live, db):
+    with socket.create_connection(live.addr) as sock:
+        sock.settimeout(5)
+        t0 = time.monotonic()
+        sock.sendall(_post_head(live.token))  # and no body
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert 0.8 < time.monotonic() - t0 < 4
+        assert _closed_after(sock, b"x" * 50, limit=5) < 1  # the rest of a body is not waited for
+    assert rows(db) == []
+
+
+@pytest.mark.parametrize("head", ["POST /api/judgments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                  "Content-Length: 100000\r\n\r\n",  # no token: 401 before the body
+                                  "GET /api/study HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"])
+def test_an_early_answer_closes_a_connection_with_a_body_still_coming(live, head):
+    """A client answered before it sent its body cannot keep the connection by trickling it."""
+    with socket.create_connection(live.addr) as sock:
+        sock.settimeout(5)
+        sock.sendall(head.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 ")
+        assert _closed_after(sock, b"y" * 100, limit=6) < 2
+
+
+def test_one_client_cannot_take_every_connection(live):
+    socks = [socket.create_connection(live.addr) for _ in range(10)]
+    try:
+        import select
+
+        time.sleep(0.3)  # well within the 1 s header deadline
+        readable, _, _ = select.select(socks, [], [], 0.2)
+        closed = sum(s.recv(1) == b"" for s in readable)
+        assert closed == 6  # 4 kept (max_per_client), the rest closed at once
+    finally:
+        for s in socks:
+            s.close()
+    time.sleep(0.2)  # their places are free again
+    with socket.create_connection(live.addr) as sock:
+        sock.sendall(b"GET /api/study HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
