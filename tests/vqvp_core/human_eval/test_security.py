@@ -338,3 +338,18 @@ def test_one_client_cannot_take_every_connection(live):
         sock.sendall(b"GET /api/study HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         sock.settimeout(5)
         assert sock.recv(64).startswith(b"HTTP/1.1 200")
+
+
+def test_one_token_rule_a_trailing_newline_is_not_the_token(db):
+    """Issue 14.4: `abc\\n` passed one route's check (Python's `$` matches before a final newline);
+    the token is checked with one fullmatch wherever it comes from."""
+    from vqvp_core.human_eval.store import open_db, rater_for_token
+
+    [(rater, token)] = invite(db, 1)
+    conn = open_db(db)
+    try:
+        assert rater_for_token(conn, token) == rater
+        for bad in (token + "\n", token + "\r\n", "\n" + token, token + " ", token[:-1], "", None):
+            assert rater_for_token(conn, bad) is None, repr(bad)
+    finally:
+        conn.close()
