@@ -69,9 +69,9 @@ def reconstruct(originals, device, batch: int = 16):
     import torch
 
     from vqvp_core.models.vqvae import clips_to_input, output_to_uint8
-    from vqvp_core.sampling.predict import load_checkpoint_model
+    from vqvp_core.models.registry import load_model
 
-    model = load_checkpoint_model(VQVAE, "vqvae", device)
+    model = load_model(VQVAE, "vqvae", device)
     out = []
     with torch.no_grad():
         for s in range(0, len(originals), batch):

@@ -26,16 +26,14 @@ ARRAYS = ("top", "bottom", "cond_top", "cond_bottom")
 
 
 def load_vqvae(path: Path, device):
-    import torch
-
-    from vqvp_core.models.vqvae import VQVAE, VQVAEConfig
+    from vqvp_core.models.registry import ModelFileError, load_model
 
     if not path.exists():
         raise BadInputError(f"{path} not found: run the train_vqvae stage first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = VQVAE(VQVAEConfig.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
+    try:
+        return load_model(path, "vqvae", device)
+    except ModelFileError as exc:
+        raise BadInputError(str(exc)) from exc
 
 
 def _body(ctx: StageContext, args) -> None:

@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vqvp predict: {exc}", file=sys.stderr)
         return 2
 
-    import torch
-
+    from vqvp_core.models.registry import read_model_file
     from vqvp_core.sampling.predict import Predictor
     from vqvp_core.train.loop import resolve_device
     from vqvp_core.video.write import write_video
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = {k: resolve_model(getattr(args, k), Path(tmp)) for k in DEFAULTS}
             predictor = Predictor.from_files(paths["vqvae"], paths["top_prior"], paths["bottom_prior"],
                                              device=resolve_device(args.device))
-            source = torch.load(paths["vqvae"], map_location="cpu", weights_only=True).get("data_source")
+            source = read_model_file(paths["vqvae"]).get("data_source")
         except Exception as exc:  # a missing file, an unknown registered model or alias
             print(f"vqvp predict: cannot load the models: {exc}; train them first (vqvp run)", file=sys.stderr)
             return 3

@@ -192,31 +192,22 @@ def train(ctx: StageContext, stage: str, build_model, model_config: dict, train_
 
 def finish(ctx: StageContext, model, trainer, final: dict, out: Path, metrics_file: Path,
            metrics: dict[str, Any], register_as: str, alias: str) -> str | None:
-    """Rank 0: the model file {config, state_dict, ...}, the metrics file, MLflow metrics and
+    """Rank 0: the model file (vqvp_core/models/registry.py), the metrics file, MLflow metrics and
     the registered model version. Returns the models:/ URI."""
+    from vqvp_core.models.registry import save_model
     from vqvp_core.train.precision import cpu_capability
 
     # the precision the run used (auto resolved) and the CPU it was decided on
     metrics = {**metrics, "precision": trainer.precision, "cpu_capability": cpu_capability()}
     ctx.mlflow.set_tag("vqvp.precision", metrics["precision"])
     ctx.mlflow.set_tag("vqvp.cpu_capability", metrics["cpu_capability"])
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_model(out / "model.pt", trainer.model_config, state, data_source=ctx.params.ingest.source,
-               train_config=trainer.cfg.to_dict(),
+    if model.config.to_dict() != trainer.model_config:
+        raise RuntimeError(f"{ctx.name}: the trained model's config differs from the one it was built from")
+    save_model(out / "model.pt", model, data_source=ctx.params.ingest.source, train_config=trainer.cfg.to_dict(),
                step=int(final["step"]), metrics=metrics, fingerprint=trainer.fingerprint)
     write_metrics(metrics_file, metrics)
     ctx.log_metrics({k: v for k, v in metrics.items() if k.startswith(("eval/", "baseline/"))})
     return register_model(ctx, model.cpu(), register_as, alias, out / "model.pt")
-
-
-def save_model(path: Path, model_config: dict, state_dict: dict, **extra: Any) -> None:
-    """The stage's final model: `{config, state_dict, ...}`, written atomically."""
-    import torch
-
-    from vqvp_core.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save({"config": model_config, "state_dict": state_dict, **extra}, tmp)
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:

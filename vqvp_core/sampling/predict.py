@@ -18,29 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig
-from vqvp_core.models.top_prior import TopPrior, TopPriorConfig
-from vqvp_core.models.vqvae import VQVAE, VQVAEConfig, clips_to_input, output_to_uint8
+from vqvp_core.models.bottom_prior import BottomPrior
+from vqvp_core.models.registry import load_model
+from vqvp_core.models.top_prior import TopPrior
+from vqvp_core.models.vqvae import VQVAE, clips_to_input, output_to_uint8
 
 COND_FRAMES = 4
-
-
-def load_checkpoint_model(path: str | Path, kind: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """A model file written by a training stage ({config, state_dict, ...}) -> the model, eval mode."""
-    classes = {"vqvae": (VQVAE, VQVAEConfig), "top_prior": (TopPrior, TopPriorConfig),
-               "bottom_prior": (BottomPrior, BottomPriorConfig)}
-    if kind not in classes:
-        raise ValueError(f"kind must be one of {sorted(classes)}, got {kind!r}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found (a {kind} model file written by its training stage)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not a vqvp model file: expected a dict with 'config' and 'state_dict'")
-    model_cls, cfg_cls = classes[kind]
-    model = model_cls(cfg_cls.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval()
 
 
 @dataclass
@@ -52,8 +35,8 @@ class Predictor:
     @classmethod
     def from_files(cls, vqvae: str | Path, top_prior: str | Path, bottom_prior: str | Path,
                    device: torch.device | str = "cpu") -> "Predictor":
-        return cls(load_checkpoint_model(vqvae, "vqvae", device), load_checkpoint_model(top_prior, "top_prior", device),
-                   load_checkpoint_model(bottom_prior, "bottom_prior", device))
+        return cls(load_model(vqvae, "vqvae", device), load_model(top_prior, "top_prior", device),
+                   load_model(bottom_prior, "bottom_prior", device))
 
     @property
     def device(self) -> torch.device:

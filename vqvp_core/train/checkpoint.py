@@ -93,23 +93,6 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
         raise TrainingError(f"cannot load checkpoint {path}: {e}") from e
 
 
-def load_model_config_and_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model config, state_dict) from a checkpoint file, or from the latest one in a folder.
-
-    Usage: `cfg, sd = load_model_config_and_weights(p); model = Model(**cfg); model.load_state_dict(sd)`.
-    """
-    p = Path(path)
-    if p.is_dir():
-        latest = find_latest(p)
-        if latest is None:
-            raise FileNotFoundError(f"no checkpoint (step_*.pt) in {p}")
-        p = latest
-    ckpt = load_checkpoint(p)
-    if "config" not in ckpt or "state_dict" not in ckpt:
-        raise TrainingError(f"{p} is not a model checkpoint: it lacks 'config' or 'state_dict'")
-    return ckpt["config"], ckpt["state_dict"]
-
-
 # ---------------------------------------------------------------------------------- RNG states
 
 def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
