@@ -130,15 +130,15 @@ def _stage_help(asked: bool) -> int:
     """`vqvp stage -h`: the stages, in pipeline order, with the first line of each one's docstring."""
     import importlib
 
-    from stages import GPU_STAGES, STAGES
+    from vqvp_core.dag import placement, stages
 
     out = sys.stdout if asked else sys.stderr
     print("usage: vqvp stage STAGE [-S section.key=value ...] [--params FILE] [--no-progress]\n\n"
           "Run one pipeline stage in this process, as dvc.yaml calls it (vqvp stage STAGE -h: its options).\n\n"
           "stages, in pipeline order:", file=out)
-    for name in STAGES:
+    for name in stages():
         doc = (importlib.import_module(f"stages.{name}").__doc__ or "").strip().splitlines()
-        where = "gpu" if name in GPU_STAGES else "cpu"
+        where = placement(name)
         print(f"  {name:<20} [{where}] {doc[0] if doc else ''}", file=out)
     return 0 if asked else 2
 
@@ -157,7 +157,9 @@ def cmd_params(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stages import STAGES
+    from vqvp_core.dag import stages
+
+    STAGES = stages()  # dvc.yaml's, in pipeline order
 
     ap = argparse.ArgumentParser(prog="vqvp", description="Video prediction with VQ-VAE: pipeline commands")
     sub = ap.add_subparsers(dest="command", required=True)

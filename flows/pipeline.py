@@ -22,15 +22,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from stages import GPU_STAGES, STAGES
 from stages import gpu_slot
 from stages.common import ENV_FLOW_PID, ENV_FLOW_RUN, ENV_PARENT_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
 from stages.lineage import parent_run, tag_stage_run
 from vqvp_core.atomic import write_text
 from vqvp_core.config import PARAMS_FILE, Params, apply_overrides, dump_params, load_params, preset_dict, validate
+from vqvp_core.dag import downstream_of, placement, stages as dag_stages
 
 PERMANENT_EXIT_CODES = (EXIT_BAD_PARAMS, EXIT_BAD_INPUT)  # bad params or data: a retry cannot help
-# GPU stages (stages.GPU_STAGES) carry this tag; each holds a machine-local GPU slot while it runs
+# GPU stages (dvc.yaml's meta.placement: gpu) carry this tag; each holds a machine-local GPU slot while it runs
 # (stages/gpu_slot.py), so runs sharing a machine never put more GPU stages on it than it has slots.
 GPU_TAG = "gpu"
 STOP_GRACE_S = 10.0  # after Ctrl-C / SIGTERM: how long a stage gets to stop before SIGKILL
@@ -290,23 +290,24 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
     overrides, repo = list(overrides or []), str(Path(repo).resolve())
     params = write_params(repo, preset, overrides)
     ensure_gpu_limit(gpu_slots)
-    todo = list(stages or STAGES)
-    unknown = [s for s in todo if s not in STAGES]
+    known = dag_stages(repo)
+    todo = list(stages or known)
+    unknown = [s for s in todo if s not in known]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; stages are {list(STAGES)}")
+        raise ValueError(f"unknown stages {unknown}; stages are {list(known)}")
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
                                     {"preset": params.preset, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
-        executed = [name for stage in todo for name in stage_task(stage, params.flow.timeout(stage))(
+        executed = [name for stage in todo for name in stage_task(stage, params.flow.timeout(stage), repo)(
             stage, repo, parent_run_id=run_id, remote=remote)]
     publish_artifacts(repo, todo)
     return executed
 
 
-def stage_task(stage: str, timeout_s: float | None = None):
+def stage_task(stage: str, timeout_s: float | None = None, repo: str | None = None):
     """The repro task, tagged with the stage's name and `gpu` or `cpu`, stopped after `timeout_s`
     (params `flow.stage_timeout_s` / `flow.timeout_s.STAGE`)."""
     return repro.with_options(name=f"repro-{stage}", timeout_seconds=timeout_s,
-                              tags={"vqvp-stage", stage, GPU_TAG if stage in GPU_STAGES else "cpu"})
+                              tags={"vqvp-stage", stage, GPU_TAG if placement(stage, repo) == "gpu" else "cpu"})
 
 
 def _flow_tags() -> dict[str, str]:
@@ -316,35 +317,20 @@ def _flow_tags() -> dict[str, str]:
     return tags
 
 
-def downstream_of(stage: str, repo: str = ".") -> list[str]:
-    """`stage` and every stage that depends on its outs, directly or not, in pipeline order."""
-    import yaml
-
-    stages = yaml.safe_load((Path(repo) / "dvc.yaml").read_text())["stages"]
-    outs = {name: [str(o if isinstance(o, str) else next(iter(o))) for o in spec.get("outs", [])]
-            for name, spec in stages.items()}
-    found = {stage}
-    for name in STAGES:  # pipeline order: parents come before children
-        deps = [str(d) for d in stages.get(name, {}).get("deps", [])]
-        if any(d == o or d.startswith(o + "/") for p in found for o in outs.get(p, []) for d in deps):
-            found.add(name)
-    return [s for s in STAGES if s in found]
-
-
 @flow(name="vqvp-rerun", log_prints=True)
 def rerun(stage: str, downstream: bool = False, repo: str = ".", gpu_slots: int | None = None,
           remote: bool = False) -> list[str]:
     """Force one stage (or it and everything after it) to run again through DVC; returns the stages
     DVC ran."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {list(STAGES)}")
+    if stage not in dag_stages(repo):
+        raise ValueError(f"unknown stage {stage!r}; stages are {list(dag_stages(repo))}")
     ensure_gpu_limit(gpu_slots)
     repo = str(Path(repo).resolve())
     ran = downstream_of(stage, repo) if downstream else [stage]
     with _in_repo(repo), parent_run(f"rerun {stage}", _flow_tags(), {"stage": stage, "downstream": downstream}) as run_id:
         flow_params = load_params(Path(repo) / PARAMS_FILE).flow
         timeout = sum(flow_params.timeout(s) for s in ran)  # --downstream: one `dvc repro` runs them all
-        executed = stage_task(stage, timeout)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id,
+        executed = stage_task(stage, timeout, repo)(stage, repo, force=True, downstream=downstream, parent_run_id=run_id,
                                               remote=remote)
     publish_artifacts(repo, ran)
     return executed

@@ -1,16 +1,17 @@
 """One module per pipeline stage; each has `main(argv=None) -> int`, run by `vqvp stage NAME`.
 
-STAGES lists them in pipeline order (the order of `dvc.yaml`). Only stages that really exist
-are listed: the pipeline grows as they are built.
+Which stages there are, in which order and where each runs (cpu or gpu) is dvc.yaml's to say
+(`vqvp_core/dag.py` reads it); the helpers beside them (common, training, priors, gpu_slot) are
+what the stages share.
 """
 from __future__ import annotations
 
 import importlib
 
-from vqvp_core.stage_names import GPU_STAGES, STAGES  # noqa: F401  (one list: vqvp_core/stage_names.py)
-
 
 def stage_main(name: str):
-    if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+    from vqvp_core.dag import stages
+
+    if name not in stages():
+        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(stages())}")
     return importlib.import_module(f"stages.{name}").main

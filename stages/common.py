@@ -169,10 +169,11 @@ def run_stage(name: str, argv: list[str] | None, description: str,
         print(f"vqvp stage {name}: {exc}", file=sys.stderr)
         return EXIT_BAD_PARAMS
     _watch_flow(name)
-    from stages import GPU_STAGES
     from stages.gpu_slot import acquire as gpu_slot
+    from vqvp_core.dag import placement
 
-    placed = gpu_slot(name, say=_say) if name in GPU_STAGES and "LOCAL_RANK" not in os.environ else nullcontext()
+    on_gpu = placement(name) == "gpu" and "LOCAL_RANK" not in os.environ
+    placed = gpu_slot(name, say=_say) if on_gpu else nullcontext()
     with placed:
         if nproc > 1:
             return relaunch_under_torchrun(name, argv, nproc)

@@ -18,7 +18,6 @@ from typing import Annotated, Any, Callable, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vqvp_core.stage_names import STAGES  # noqa: E402
 
 PARAMS_FILE = "params.yaml"
 
@@ -288,9 +287,12 @@ class FlowParams(_Section):
     @field_validator("timeout_s")
     @classmethod
     def _known_stages(cls, v: dict[str, int]) -> dict[str, int]:
+        from vqvp_core.dag import stages  # dvc.yaml: the one list of stages
+
+        known = stages()
         for stage, seconds in v.items():
-            if stage not in STAGES:
-                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+            if stage not in known:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(known)}")
             if not isinstance(seconds, int) or seconds < 1:
                 raise ValueError(f"{stage} = {seconds!r}: expected whole seconds >= 1")
         return v

@@ -7,7 +7,7 @@ from flows.cli import build_parser
 
 
 def _parsers():
-    from stages import STAGES, common, human_eval, lineage, predict  # noqa: F401
+    from stages import common, human_eval, lineage, predict  # noqa: F401
 
     captured = []
     real = argparse.ArgumentParser.parse_args

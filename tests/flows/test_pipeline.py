@@ -6,7 +6,10 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import StageFailed, pipeline, rerun
-from stages import STAGES, gpu_slot
+from stages import gpu_slot
+from vqvp_core.dag import stages
+
+STAGES = stages()
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.integration
@@ -148,7 +151,7 @@ def test_flow_retries_a_transient_failure(prefect_api, repo):
 
 
 def test_downstream_follows_the_dvc_graph():
-    from flows.pipeline import downstream_of
+    from vqvp_core.dag import downstream_of
 
     assert downstream_of("ingest") == list(STAGES)
     assert downstream_of("train_vqvae") == list(STAGES[1:])

@@ -5,7 +5,9 @@ import re
 import pytest
 
 from flows.pipeline import downstream_of
-from stages import STAGES
+from vqvp_core.dag import stages
+
+STAGES = stages()
 from tests.conftest import BIN, FAST, run
 
 pytestmark = pytest.mark.integration
