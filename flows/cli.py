@@ -204,15 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(stage=argv[1])
         return cmd_stage(args, argv[2:])
     if argv[:1] == ["predict"]:
-        from stages.predict import main as predict
+        from commands.predict import main as predict
 
         return predict(argv[1:])
     if argv[:1] == ["lineage"]:
-        from stages.lineage import main as lineage
+        from commands.lineage import main as lineage
 
         return lineage(argv[1:])
     if argv[:1] == ["human-eval"]:
-        from stages.human_eval import main as human_eval
+        from commands.human_eval import main as human_eval
 
         return human_eval(argv[1:])
     args = ap.parse_args(argv)

@@ -7,7 +7,6 @@ with Prefect's ephemeral API by default and against a server when PREFECT_API_UR
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -22,9 +21,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from flows import report
 from stages import gpu_slot
 from stages.common import ENV_FLOW_PID, ENV_FLOW_RUN, ENV_PARENT_RUN, EXIT_BAD_INPUT, EXIT_BAD_PARAMS
-from stages.lineage import parent_run, tag_stage_run
+from commands.lineage import parent_run, tag_stage_run
 from vqvp_core.atomic import write_text
 from vqvp_core.config import PARAMS_FILE, Params, apply_overrides, dump_params, load_params, preset_dict, validate
 from vqvp_core.dag import downstream_of, placement, stages as dag_stages
@@ -223,61 +223,20 @@ def write_params(repo: str, preset: str | None, overrides: list[str]) -> Params:
 
 @task
 def publish_artifacts(repo: str, ran: list[str]) -> None:
-    """A metrics table and a summary in the Prefect UI."""
-    rows = []
-    for name in ran:
-        path = Path(repo) / "metrics" / f"{name}.json"
-        if path.exists():
-            for key, value in sorted(json.loads(path.read_text()).items()):
-                if isinstance(value, (int, float)):
-                    rows.append({"stage": name, "metric": key, "value": value})
-    if rows:
-        create_table_artifact(key="vqvp-metrics", table=rows, description="metrics/*.json after this run")
-    md = ["# vqvp run", "", "| stage | MLflow run |", "|---|---|"]
-    runs = _stage_runs(repo)
-    md += [f"| {s} | {runs.get(s, '(up to date: no new run)')} |" for s in ran]
-    md += ["", "Browse: `mlflow ui --backend-store-uri sqlite:///mlflow.db` (or your MLFLOW_TRACKING_URI), "
-           "then `vqvp lineage RUN_ID`."]
-    create_markdown_artifact(key="vqvp-summary", markdown="\n".join(md), description="stages and their MLflow runs")
-    gallery = _gallery(Path(repo))
-    if gallery:
-        create_markdown_artifact(key="vqvp-samples", markdown=gallery, description="predicted samples")
-
-
-def _stage_runs(repo: str) -> dict[str, str]:
-    """{stage: MLflow run link} for this flow run's stage runs."""
-    from mlflow import MlflowClient
-
+    """A metrics table, the stages with their MLflow runs, and the sample gallery in the Prefect UI
+    (what they say: flows/report.py)."""
     from stages.common import tracking_uri
 
-    if not flow_run.id:
-        return {}
+    rows = report.metric_rows(repo, ran)
+    if rows:
+        create_table_artifact(key="vqvp-metrics", table=rows, description="metrics/*.json after this run")
     with _in_repo(repo):
-        uri = tracking_uri()
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", "vqvp"))
-        if exp is None:
-            return {}
-        runs = client.search_runs([exp.experiment_id], f"tags.`vqvp.prefect_flow_run_id` = '{flow_run.id}'")
-    base = uri.rstrip("/") if uri.startswith("http") else None
-    out = {}
-    for run in runs:
-        stage, rid = run.data.tags.get("vqvp.stage"), run.info.run_id
-        out[stage] = f"[{rid}]({base}/#/experiments/{exp.experiment_id}/runs/{rid})" if base else f"`{rid}`"
-    return out
-
-
-def _gallery(repo: Path) -> str | None:
-    """A markdown list of the sampled videos with their PSNR, for the Prefect UI."""
-    stats_path, videos = repo / "data/samples/stats.json", repo / "data/samples/videos"
-    if not stats_path.exists():
-        return None
-    stats = json.loads(stats_path.read_text())
-    lines = ["# Samples", "", f"{stats['clips']} test clips, temperature {stats['temperature']}, seed {stats['seed']}: "
-             f"PSNR of frames 5-16 {stats['psnr_predicted_frames']:.2f} dB (copy-last-frame "
-             f"{stats['psnr_copy_last_frame']:.2f} dB).", "", f"Contact sheet: `{repo / 'data/samples/contact_sheet.png'}`", ""]
-    lines += [f"- `{p}` (given | predicted | ground truth)" for p in sorted(videos.glob("*.mp4"))]
-    return "\n".join(lines)
+        runs = report.stage_runs(tracking_uri(), flow_run.id)
+    create_markdown_artifact(key="vqvp-summary", markdown=report.summary(ran, runs),
+                             description="stages and their MLflow runs")
+    gallery = report.gallery(repo)
+    if gallery:
+        create_markdown_artifact(key="vqvp-samples", markdown=gallery, description="predicted samples")
 
 
 @flow(name="vqvp-pipeline", log_prints=True)

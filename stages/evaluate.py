@@ -22,33 +22,18 @@ from pathlib import Path
 
 from stages.common import BadInputError, StageContext, run_stage
 from stages.training import log_dataset, write_metrics
+from vqvp_core.clip import GIVEN_FRAMES as GIVEN
 
 CLIPS, SAMPLES, VQVAE = Path("data/clips"), Path("data/samples"), Path("models/vqvae/model.pt")
 METRICS, PLOT = Path("metrics/eval.json"), Path("metrics/eval_psnr_per_frame.png")
 MOTION_PLOT = Path("metrics/eval_motion_per_frame.png")
-GIVEN = 4
 
 
 def load_samples():
-    """(predictions, originals, manifest): the sampled clips and their ground truth, row by row."""
-    import numpy as np
-    import pandas as pd
+    """(predictions, originals, manifest) of data/samples against data/clips."""
+    from vqvp_core.sampling.samples import load_samples as load
 
-    from vqvp_core.data.clips import ClipSet
-
-    if not (SAMPLES / "predictions.npy").exists():
-        raise BadInputError(f"{SAMPLES}/predictions.npy not found: run the sample stage first")
-    manifest = pd.read_parquet(SAMPLES / "manifest.parquet")
-    clips = ClipSet(CLIPS)
-    index = {cid: i for i, cid in enumerate(clips.manifest.clip_id)}
-    missing = [c for c in manifest.clip_id if c not in index]
-    if missing:
-        raise BadInputError(f"{len(missing)} sampled clips are not in {CLIPS} (e.g. {missing[0]}): re-run sample")
-    originals = np.stack([clips[index[c]] for c in manifest.clip_id])
-    rows = clips.manifest.iloc[[index[c] for c in manifest.clip_id]]
-    for col in ("source", "start_time", "fps"):  # where each clip comes from (the motion metric)
-        manifest[col] = rows[col].to_numpy()
-    return np.load(SAMPLES / "predictions.npy"), originals, manifest
+    return load(SAMPLES, CLIPS)
 
 
 def load_draws(preds):

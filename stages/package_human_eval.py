@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.common import BadInputError, StageContext, run_stage
-from stages.evaluate import GIVEN, load_samples
+from vqvp_core.clip import GIVEN_FRAMES as GIVEN
 from stages.training import log_dataset
 
-OUT = Path("data/human_eval")
+CLIPS, SAMPLES, OUT = Path("data/clips"), Path("data/samples"), Path("data/human_eval")
 
 
 def baseline_videos(spec: str, originals, clip_ids):
@@ -45,8 +45,10 @@ def _body(ctx: StageContext, args) -> None:
     from vqvp_core.human_eval.package import build_package
 
     p = ctx.params.human_eval
-    log_dataset(ctx, Path("data/samples"), context="study")
-    preds, originals, manifest = load_samples()
+    from vqvp_core.sampling.samples import load_samples
+
+    log_dataset(ctx, SAMPLES, context="study")
+    preds, originals, manifest = load_samples(SAMPLES, CLIPS)
     n = min(p.pairs, len(preds))
     ids = manifest.clip_id[:n].tolist()
     baseline = baseline_videos(p.baseline, originals[:n], ids)

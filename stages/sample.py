@@ -21,11 +21,11 @@ from pathlib import Path
 
 from stages.common import StageContext, run_stage
 from stages.training import log_dataset
+from vqvp_core.clip import GIVEN_FRAMES as GIVEN
 
 CLIPS = Path("data/clips")
 MODELS = {"vqvae": Path("models/vqvae"), "top_prior": Path("models/top_prior"), "bottom_prior": Path("models/bottom_prior")}
 OUT = Path("data/samples")
-GIVEN = 4
 
 
 def write_videos(folder: Path, clips, preds, ids, fps: float) -> None:

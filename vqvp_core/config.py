@@ -315,24 +315,48 @@ class Params(_Section):
     human_eval: HumanEvalParams = Field(default_factory=HumanEvalParams)
     flow: FlowParams = Field(default_factory=FlowParams)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_agree(cls, data: Any) -> Any:
+        """The VQ-VAE is built for the clips ingest makes: vqvae.model.size / frames are ingest.size /
+        clip_len, one value each (set them in ingest; params.yaml does not repeat them). Given in
+        vqvae.model as well, they must agree: a contradiction is an error naming both keys (before,
+        vqvae.model's were silently replaced by ingest's)."""
+        if not isinstance(data, dict) or not isinstance(data.get("vqvae"), dict) \
+                or not isinstance(data["vqvae"].get("model"), dict):
+            return data
+        ingest = data.get("ingest") if isinstance(data.get("ingest"), dict) else {}
+        model = dict(data["vqvae"]["model"])
+        for key, other in (("size", "size"), ("frames", "clip_len")):
+            if key in model:
+                want = ingest.get(other, IngestParams.model_fields[other].default)
+                if model[key] != want:
+                    raise ValueError(f"vqvae.model.{key} = {model[key]!r} contradicts ingest.{other} = {want!r}: "
+                                     f"the VQ-VAE is built for the clips ingest makes; set ingest.{other} only")
+                del model[key]
+        return {**data, "vqvae": {**data["vqvae"], "model": model}}
+
     @model_validator(mode="after")
     def _sections_agree(self) -> "Params":
         model, top, bottom = self.vqvae.model, self.top_prior.model, self.bottom_prior.model
-        # the clip the VQ-VAE is built for is the clip ingest makes: these two follow ingest
-        model["size"], model["frames"] = self.ingest.size, self.ingest.clip_len
+        from vqvp_core.clip import GIVEN_FRAMES
+
+        model["size"], model["frames"] = self.ingest.size, self.ingest.clip_len  # derived (above)
+        if self.ingest.clip_len <= GIVEN_FRAMES:
+            raise ValueError(f"ingest.clip_len = {self.ingest.clip_len} must be > the {GIVEN_FRAMES} given frames")
         for key, value, want in (("top_prior.model.n_codes", top["n_codes"], model["n_codes"]),
                                  ("top_prior.model.n_codes_bottom", top["n_codes_bottom"], model["n_codes"]),
                                  ("bottom_prior.model.n_codes", bottom["n_codes"], model["n_codes"]),
                                  ("bottom_prior.model.n_codes_top", bottom["n_codes_top"], model["n_codes"]),
-                                 ("top_prior.model.pred_steps", top["pred_steps"], (model["frames"] - 4) // 4),
+                                 ("top_prior.model.pred_steps", top["pred_steps"], (model["frames"] - GIVEN_FRAMES) // 4),
                                  ("bottom_prior.model.n_steps", bottom["n_steps"], model["frames"] // 2),
                                  ("bottom_prior.model.n_given", bottom["n_given"], 2)):
             if value != want:
                 raise ValueError(f"{key} = {value} must be {want} to match vqvae.model "
-                                 f"(n_codes {model['n_codes']}, frames {model['frames']}, 4 given frames)")
-        if self.extract_latents.cond_frames >= self.ingest.clip_len:
-            raise ValueError(f"extract_latents.cond_frames = {self.extract_latents.cond_frames} must be < "
-                             f"ingest.clip_len = {self.ingest.clip_len}")
+                                 f"(n_codes {model['n_codes']}, frames {model['frames']}, {GIVEN_FRAMES} given frames)")
+        if self.extract_latents.cond_frames != GIVEN_FRAMES:  # the VQ-VAE's encode_cond takes exactly these
+            raise ValueError(f"extract_latents.cond_frames = {self.extract_latents.cond_frames}: the model conditions "
+                             f"on exactly {GIVEN_FRAMES} given frames (vqvp_core/clip.py), as the paper does")
         return self
 
 
@@ -415,7 +439,15 @@ def preset_dict(name: str) -> dict[str, Any]:
         data = deep_merge(data, {"bottom_prior": {"model": BottomPriorConfig.tiny().to_dict()}})
     if name in _BASED_ON:  # a partial section is filled from the base preset, not from the
         data = deep_merge(preset_dict(_BASED_ON[name]), data)  # config dataclasses' defaults
-    return validate(data).model_dump(mode="json")
+    return without_derived(validate(data).model_dump(mode="json"))
+
+
+def without_derived(data: dict) -> dict:
+    """The params as written to params.yaml: without vqvae.model.size / frames, which are
+    ingest.size / clip_len (Params._derived_agree)."""
+    for key in ("size", "frames"):
+        data.get("vqvae", {}).get("model", {}).pop(key, None)
+    return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -493,7 +525,7 @@ def load_params(path: str | Path | None = PARAMS_FILE, overrides: list[str] | No
 def dump_params(params: Params) -> str:
     header = "# vqvp params: one section per stage (see README, 'Params'). Generated from preset " \
         f"'{params.preset}'; edit freely.\n"
-    return header + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+    return header + yaml.safe_dump(without_derived(params.model_dump(mode="json")), sort_keys=False)
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -7,7 +7,8 @@ from flows.cli import build_parser
 
 
 def _parsers():
-    from stages import common, human_eval, lineage, predict  # noqa: F401
+    from commands import human_eval, lineage, predict
+    from stages import common
 
     captured = []
     real = argparse.ArgumentParser.parse_args

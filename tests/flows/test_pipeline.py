@@ -92,7 +92,7 @@ def check_lineage():
     """From the sample run, through every stage, back to the raw source, with the MLflow client."""
     from mlflow.tracking import MlflowClient
 
-    from stages.lineage import chain
+    from commands.lineage import chain
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("vqvp")

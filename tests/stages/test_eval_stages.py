@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from flows.cli import main as vqvp
 from stages import evaluate, package_human_eval, sample
-from stages.human_eval import default_db
+from commands.human_eval import default_db
 from tests.stages.conftest import args
 from vqvp_core.eval.i3d import InceptionI3d
 from vqvp_core.human_eval.server import create_app

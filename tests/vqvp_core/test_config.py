@@ -60,7 +60,9 @@ def test_paper_preset_takes_no_tiny_recipe_values():
     from vqvp_core.models.vqvae import VQVAEConfig
 
     paper = preset_dict("paper")
-    assert paper["vqvae"]["model"] == VQVAEConfig.paper().to_dict()
+    want = VQVAEConfig.paper().to_dict()
+    assert (paper["ingest"]["size"], paper["ingest"]["clip_len"]) == (want.pop("size"), want.pop("frames"))
+    assert paper["vqvae"]["model"] == want  # size and frames are ingest's (not repeated)
 
 
 def test_cli_offers_every_preset():
@@ -92,7 +94,10 @@ def test_overrides_apply_over_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(dump_params(Params()))
     params = load_params(path, ["ingest.size=128", "ingest.split.seed=7"])
-    assert params.vqvae.model["size"] == 128  # follows ingest.size
+    assert params.vqvae.model["size"] == 128  # is ingest.size (params.yaml does not repeat it)
+    assert "size" not in yaml.safe_load(path.read_text())["vqvae"]["model"]
+    agreeing = load_params(path, ["ingest.size=128", "vqvae.model.size=128"])  # given twice: must agree
+    assert agreeing.vqvae.model["size"] == 128
     assert params.ingest.size == 128 and params.ingest.split.seed == 7
     assert params.ingest.fps == Params().ingest.fps  # untouched values stay
 
@@ -116,7 +121,11 @@ def test_missing_file_means_defaults(tmp_path):
     ("vqvae.model.chanels=8", "vqvae.model", "unknown VQVAEConfig keys ['chanels']"),
     ("vqvae.train.lr=0", "vqvae.train", "TrainConfig.lr = 0"),
     ("vqvae.train.schedule=step", "vqvae.train", "TrainConfig.schedule"),
-    ("extract_latents.cond_frames=16", "extract_latents.cond_frames = 16", "must be < ingest.clip_len"),
+    ("extract_latents.cond_frames=16", "extract_latents.cond_frames = 16", "exactly 4 given frames"),
+    ("extract_latents.cond_frames=3", "extract_latents.cond_frames = 3", "exactly 4 given frames"),
+    ("vqvae.model.size=32", "vqvae.model.size = 32 contradicts ingest.size = 64", "set ingest.size only"),
+    ("vqvae.model.frames=8", "vqvae.model.frames = 8 contradicts ingest.clip_len = 16", "set ingest.clip_len only"),
+    ("ingest.clip_len=4", "ingest.clip_len = 4", "must be > the 4 given frames"),
 ])
 def test_bad_values_name_key_value_and_expectation(override, key, expected):
     with pytest.raises(ConfigError) as info:

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-GIVEN = 4                       # frames given to the predictor; frames GIVEN.. are predicted
+from vqvp_core.clip import GIVEN_FRAMES as GIVEN  # frames given to the predictor; GIVEN.. are predicted
+
 FOUND_AREA_RATIO = (0.5, 2.0)   # found: A' in [0.5 A, 2 A]: half the object missing, or smeared over twice
                                 # its area, is no longer "the object with roughly its size"; symmetric in
                                 # log-area, and wide enough that anti-aliased edges never decide it

@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqvp_core.clip import GIVEN_FRAMES as COND_FRAMES  # 4: vqvp_core/clip.py
 from vqvp_core.models.blocks3d import Decoder3d, Encoder3d, channels_last_convs
 from vqvp_core.models.quantizer import EMAQuantizer, QuantizerStats
 
 __all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "clips_to_input", "output_to_uint8",
            "COND_FRAMES"]
 
-COND_FRAMES = 4  # the paper conditions on 4 frames and predicts 12
 _BOTTOM_STRIDES = ((2, 2, 2), (1, 2, 2))  # time /2, space /4; time first: halves the cost
 _TOP_STRIDES = ((2, 2, 2),)  # all axes /2 again
 _T_FACTOR, _S_FACTOR = 4, 8  # total downsampling of the top level: T and H, W must divide

@@ -22,8 +22,8 @@ from vqvp_core.models.bottom_prior import BottomPrior
 from vqvp_core.models.registry import load_model
 from vqvp_core.models.top_prior import TopPrior
 from vqvp_core.models.vqvae import VQVAE, clips_to_input, output_to_uint8
+from vqvp_core.clip import GIVEN_FRAMES as COND_FRAMES
 
-COND_FRAMES = 4
 
 
 @dataclass

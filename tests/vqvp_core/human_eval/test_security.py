@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages.human_eval import main as human_eval
+from commands.human_eval import main as human_eval
 from tests.vqvp_core.human_eval.conftest import Rater, TestClient, rows
 from vqvp_core.human_eval.analysis import analyze
 from vqvp_core.human_eval.guard import RateLimiter, client_key, origin_of

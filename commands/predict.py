@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from vqvp_core.config import ConfigError, load_params
+from vqvp_core.clip import CLIP_FRAMES as CLIP, GIVEN_FRAMES as GIVEN
 
-GIVEN, CLIP = 4, 16
 DEFAULTS = {"vqvae": "models/vqvae/model.pt", "top_prior": "models/top_prior/model.pt",
             "bottom_prior": "models/bottom_prior/model.pt"}
 

@@ -1,0 +1,62 @@
+"""What a flow run reports in the Prefect UI: the metrics table, the stages with links to their
+MLflow runs, the sample gallery. Plain functions that read files and MLflow; the flow
+(flows/pipeline.py) turns their output into Prefect artifacts."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def metric_rows(repo: str | Path, stages: list[str]) -> list[dict]:
+    """One row per numeric value of each stage's metrics/STAGE.json: {stage, metric, value}."""
+    rows = []
+    for name in stages:
+        path = Path(repo) / "metrics" / f"{name}.json"
+        if path.exists():
+            for key, value in sorted(json.loads(path.read_text()).items()):
+                if isinstance(value, (int, float)):
+                    rows.append({"stage": name, "metric": key, "value": value})
+    return rows
+
+
+def stage_runs(tracking_uri: str, flow_run_id: str | None) -> dict[str, str]:
+    """{stage: Markdown link (or code span) to its MLflow run} for the stage runs of this flow run."""
+    from mlflow import MlflowClient
+
+    if not flow_run_id:
+        return {}
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", "vqvp"))
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], f"tags.`vqvp.prefect_flow_run_id` = '{flow_run_id}'")
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else None
+    out = {}
+    for run in runs:
+        stage, rid = run.data.tags.get("vqvp.stage"), run.info.run_id
+        out[stage] = f"[{rid}]({base}/#/experiments/{exp.experiment_id}/runs/{rid})" if base else f"`{rid}`"
+    return out
+
+
+def summary(stages: list[str], runs: dict[str, str]) -> str:
+    """The run's stages and their MLflow runs, as Markdown."""
+    md = ["# vqvp run", "", "| stage | MLflow run |", "|---|---|"]
+    md += [f"| {s} | {runs.get(s, '(up to date: no new run)')} |" for s in stages]
+    md += ["", "Browse: `mlflow ui --backend-store-uri sqlite:///mlflow.db` (or your MLFLOW_TRACKING_URI), "
+           "then `vqvp lineage RUN_ID`."]
+    return "\n".join(md)
+
+
+def gallery(repo: str | Path) -> str | None:
+    """A Markdown list of the sampled videos with their PSNR; None before `sample` has run."""
+    repo = Path(repo)
+    stats_path, videos = repo / "data/samples/stats.json", repo / "data/samples/videos"
+    if not stats_path.exists():
+        return None
+    stats = json.loads(stats_path.read_text())
+    lines = ["# Samples", "", f"{stats['clips']} test clips, temperature {stats['temperature']}, seed {stats['seed']}: "
+             f"PSNR of frames 5-16 {stats['psnr_predicted_frames']:.2f} dB (copy-last-frame "
+             f"{stats['psnr_copy_last_frame']:.2f} dB).", "", f"Contact sheet: `{repo / 'data/samples/contact_sheet.png'}`", ""]
+    lines += [f"- `{p}` (given | predicted | ground truth)" for p in sorted(videos.glob("*.mp4"))]
+    return "\n".join(lines)
