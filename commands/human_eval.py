@@ -52,6 +52,11 @@ def _raters(db: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vqvp human-eval", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     inv = sub.add_parser("invite", help="issue rater invitations (one secret link each)")
     inv.add_argument("dir", type=Path, help="the study folder")
@@ -86,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("--db", type=Path, default=None, help="judgments file (default: beside DIR)")
     analyze.add_argument("--bootstrap", action="store_true", help="bootstrap over pairs instead of Wilson intervals")
     analyze.add_argument("--csv", type=Path, default=None, help="results CSV (default: beside DIR)")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     db = args.db or default_db(args.dir)
     if args.command == "invite":
         return _invite(args, db)

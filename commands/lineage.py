@@ -122,11 +122,18 @@ def chain(ref: str) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="vqvp lineage", description="the runs, datasets and models behind a run or model")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("ref", help="an MLflow run id, or models:/NAME@ALIAS, or models:/NAME/VERSION")
     ap.add_argument("--json", action="store_true", help="print the chain as JSON")
-    args = ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vqvp lineage", description="the runs, datasets and models behind a run or model")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         nodes = chain(args.ref)
     except Exception as exc:  # unknown run id, model or alias

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vqvp_core.config import ConfigError, load_params
 from vqvp_core.clip import CLIP_FRAMES as CLIP, GIVEN_FRAMES as GIVEN
 
 DEFAULTS = {"vqvae": "models/vqvae/model.pt", "top_prior": "models/top_prior/model.pt",
@@ -65,8 +64,7 @@ def read_frames(video: str, fps: float, size: int, start: int):
     return np.stack(frames)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="vqvp predict", description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("video", help="a video file or URL")
     ap.add_argument("--out", required=True, help="output .mp4 (a .gif and a _side_by_side.mp4 are written beside it)")
     ap.add_argument("--start", type=int, default=0, help="first given frame, counted at ingest.fps (default 0)")
@@ -81,12 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=None, help="frame rate to resample to (default: ingest.fps)")
     for kind, default in DEFAULTS.items():
         ap.add_argument(f"--{kind.replace('_', '-')}", default=default, help=f"file or models:/NAME@ALIAS (default {default})")
-    args = ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vqvp predict", description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from vqvp_core.config import ConfigError, load_params
+
     if args.start < 0 or (args.temperature or 0) < 0 or (args.top_k is not None and args.top_k < 1):
-        ap.error("--start and --temperature must be >= 0, --top-k >= 1")
+        print("vqvp predict: error: --start and --temperature must be >= 0, --top-k >= 1", file=sys.stderr)
+        return 2
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
-        ap.error(f"--out must end in .mp4, got {out}")
+        print(f"vqvp predict: error: --out must end in .mp4, got {out}", file=sys.stderr)
+        return 2
     try:
         params = load_params(args.params)
         fps = args.fps or params.ingest.fps

@@ -115,15 +115,17 @@ def _print_where(ran: list[str]) -> None:
     print("  Prefect UI:   prefect server start   (then open http://127.0.0.1:4200)")
 
 
-def cmd_stage(args, rest: list[str]) -> int:
+def cmd_stage(args) -> int:
     from stages import stage_main
 
+    if args.stage is None:
+        return _stage_help(args.stage_list)
     try:
         main = stage_main(args.stage)
     except KeyError as exc:
         print(f"vqvp: {exc.args[0]}", file=sys.stderr)
         return 2
-    return main(rest)
+    return main(args.stage_args)  # everything after the name is the stage's own (vqvp stage NAME -h)
 
 
 def _stage_help(asked: bool) -> int:
@@ -176,47 +178,40 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--downstream", action="store_true", help="also every stage after it")
     rerun.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
     _add_flow_options(rerun)
+    run.set_defaults(func=cmd_run)
+    rerun.set_defaults(func=cmd_rerun)
 
+    # `vqvp stage -h` lists the stages with their placement; `vqvp stage NAME -h` is the stage's own
     stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
-    stage.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
+    stage.add_argument("-h", "--help", action="store_true", dest="stage_list", help="list the stages")
+    stage.add_argument("stage", nargs="?", help=f"one of: {', '.join(STAGES)}")
+    stage.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's own options (vqvp stage NAME -h)")
+    stage.set_defaults(func=cmd_stage)
 
-    sub.add_parser("predict", help="4 frames of a video in, 16 predicted frames out (see vqvp predict -h)",
-                   add_help=False)
+    from commands import human_eval, lineage, predict  # each adds its own options to its subparser
 
-    sub.add_parser("lineage", help="the runs, datasets and models behind a run id or models:/NAME@ALIAS",
-                   add_help=False)
-    sub.add_parser("human-eval", help="invite raters (invite DIR -n N), serve the rating study (serve DIR), print its table (analyze DIR)",
-                   add_help=False)
+    for name, module, help_text in (
+            ("predict", predict, "4 frames of a video in, 16 predicted frames out"),
+            ("lineage", lineage, "the runs, datasets and models behind a run id or models:/NAME@ALIAS"),
+            ("human-eval", human_eval, "invite raters (invite DIR -n N), serve the rating study (serve DIR), "
+                                       "print its table (analyze DIR)")):
+        parser = sub.add_parser(name, help=help_text, description=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(parser)
+        parser.set_defaults(func=module.run)
 
     params = sub.add_parser("params", help="print the validated params (from params.yaml or a preset)")
     params.add_argument("--preset", choices=PRESET_NAMES, default=None,
                         help="print this preset's params (default: params.yaml's)")
     _add_overrides(params)
+    params.set_defaults(func=cmd_params)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    """One argparse tree: every command's options are in it (`vqvp COMMAND -h`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = build_parser()
-    if argv[:1] == ["stage"]:  # everything after the stage name belongs to the stage's own parser
-        if len(argv) < 2 or argv[1].startswith("-"):
-            return _stage_help(argv[1:2] in (["-h"], ["--help"]))
-        args = argparse.Namespace(stage=argv[1])
-        return cmd_stage(args, argv[2:])
-    if argv[:1] == ["predict"]:
-        from commands.predict import main as predict
-
-        return predict(argv[1:])
-    if argv[:1] == ["lineage"]:
-        from commands.lineage import main as lineage
-
-        return lineage(argv[1:])
-    if argv[:1] == ["human-eval"]:
-        from commands.human_eval import main as human_eval
-
-        return human_eval(argv[1:])
-    args = ap.parse_args(argv)
-    return {"run": cmd_run, "rerun": cmd_rerun, "params": cmd_params}[args.command](args)
+    args = build_parser().parse_args(argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":
