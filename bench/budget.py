@@ -43,11 +43,10 @@ def _latent_items(n: int, cfg, vq) -> list[dict]:
 
 def stages(params):
     """(stage, build_model, step_fn, dataset, train dict) for each training stage, as the stages build them."""
-    from stages import train_bottom_prior, train_top_prior, train_vqvae
-    from stages.priors import TeacherForced, step_fn as prior_step
     from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig
     from vqvp_core.models.top_prior import TopPrior, TopPriorConfig
     from vqvp_core.models.vqvae import VQVAE, VQVAEConfig
+    from vqvp_core.train.objective import Objective, step_fn
 
     vq = VQVAEConfig.from_dict(params.vqvae.model)
     n = max(params.vqvae.train["batch_size"], params.top_prior.train["batch_size"], params.bottom_prior.train["batch_size"])
@@ -55,11 +54,9 @@ def stages(params):
     latents = _latent_items(n, None, vq)
     top, bottom = TopPriorConfig.from_dict(params.top_prior.model), BottomPriorConfig.from_dict(params.bottom_prior.model)
     return [
-        ("train_vqvae", lambda: VQVAE(vq), train_vqvae.step_fn, clips, params.vqvae.train),
-        ("train_top_prior", lambda: TeacherForced(TopPrior(top), train_top_prior.logits_and_targets), prior_step,
-         latents, params.top_prior.train),
-        ("train_bottom_prior", lambda: TeacherForced(BottomPrior(bottom), train_bottom_prior.logits_and_targets),
-         prior_step, latents, params.bottom_prior.train),
+        ("train_vqvae", lambda: Objective(VQVAE(vq)), step_fn, clips, params.vqvae.train),
+        ("train_top_prior", lambda: Objective(TopPrior(top)), step_fn, latents, params.top_prior.train),
+        ("train_bottom_prior", lambda: Objective(BottomPrior(bottom)), step_fn, latents, params.bottom_prior.train),
     ]
 
 

@@ -3,48 +3,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch import nn
 
 LATENTS = Path("data/latents")
 INPUTS = [LATENTS]
 
 
-class TeacherForced(nn.Module):
-    """What the Trainer trains: `forward(batch) -> (bits per code, metrics)` around a prior, so
-    that under DDP the whole teacher-forced pass goes through DDP's forward (gradients sync)."""
-
-    def __init__(self, prior: nn.Module, logits_and_targets: Callable):
-        super().__init__()
-        self.prior, self.logits_and_targets = prior, logits_and_targets
-
-    def forward(self, batch):
-        from vqvp_core.models.pixelcnn import bits_per_code
-
-        logits, targets = self.logits_and_targets(self.prior, batch)
-        loss = bits_per_code(logits, targets)  # bits: the same optimum as cross-entropy in nats
-        return loss, {"bits_per_code": loss.detach()}
-
-
-def step_fn(model, batch):
-    return model(batch)
-
-
 def splits():
     """(train set, held-out split name, held-out set) from data/latents."""
+    from stages.training import held_out
     from vqvp_core.data.latents import LatentSet
 
-    train = LatentSet(LATENTS, "train")
-    for split in ("val", "test"):
-        held = LatentSet(LATENTS, split)
-        if len(held):
-            return train, split, held
-    return train, "train", train
+    split, held = held_out(lambda name: LatentSet(LATENTS, name))
+    return LatentSet(LATENTS, "train"), split, held
 
 
-def evaluate_bits(model, data, batch_size: int, device, logits_and_targets, max_items: int | None = None) -> float:
+def evaluate_bits(model, data, batch_size: int, device, max_items: int | None = None) -> float:
     """Mean bits per code over (the first max_items clips of) a split: teacher forcing, eval mode."""
     from torch.utils.data import DataLoader, Subset
 
@@ -56,7 +31,7 @@ def evaluate_bits(model, data, batch_size: int, device, logits_and_targets, max_
     with torch.no_grad():
         subset = Subset(data, range(min(len(data), max_items or len(data))))
         for batch in DataLoader(subset, batch_size=batch_size):
-            logits, targets = logits_and_targets(model, to_device(batch, device))
+            logits, targets = model.logits_and_targets(to_device(batch, device))
             total += bits_per_code(logits, targets).item() * targets.numel()
             count += targets.numel()
     return total / max(count, 1)
@@ -69,28 +44,27 @@ def baselines(train_codes, held_codes, n_codes: int) -> dict[str, float]:
             "baseline/unigram_bits": unigram_bits(torch.from_numpy(train_codes), torch.from_numpy(held_codes), n_codes)}
 
 
-def run_prior_stage(ctx, name: str, section: str, model_cls, cfg_cls, logits_and_targets, codes_key: str,
-                    first_predicted: int) -> None:
+def run_prior_stage(ctx, name: str, section: str, model_cls, cfg_cls, codes_key: str, first_predicted: int) -> None:
     """The body of train_top_prior / train_bottom_prior: train with teacher forcing, evaluate bits
     per code on train and held-out clips against the uniform and unigram baselines, register."""
     from stages.common import rank
-    from stages.training import finish, train
+    from stages.training import Recipe, finish, train
 
     p = getattr(ctx.params, section)
     cfg = cfg_cls.from_dict(p.model)
     train_set, split, held = splits()
-    wrapped, trainer, final = train(ctx, name, lambda: TeacherForced(model_cls(cfg), logits_and_targets),
-                                    cfg.to_dict(), p.train, train_set, held, step_fn, INPUTS, {section})
+    trained = train(ctx, Recipe(name, lambda: model_cls(cfg), p.train, train_set, held, INPUTS, {section}))
     if rank() != 0:
         return
-    model, bs, n = wrapped.prior, trainer.cfg.batch_size, p.eval_clips
+    model, trainer, final = trained.model, trained.trainer, trained.final
+    bs, n = trainer.cfg.batch_size, p.eval_clips
     metrics = {**final, "eval/split": split,
-               "eval/train_bits_per_code": evaluate_bits(model, train_set, bs, trainer.device, logits_and_targets, n),
-               "eval/bits_per_code": evaluate_bits(model, held, bs, trainer.device, logits_and_targets, n),
+               "eval/train_bits_per_code": evaluate_bits(model, train_set, bs, trainer.device, n),
+               "eval/bits_per_code": evaluate_bits(model, held, bs, trainer.device, n),
                **baselines(train_set.all(codes_key)[:, first_predicted:],
                            held.all(codes_key)[:n, first_predicted:], cfg.n_codes)}
     out = Path(f"models/{section}")
-    uri = finish(ctx, model, trainer, final, out, Path(f"metrics/{section}.json"), metrics, p.register_as, p.alias)
+    uri = finish(ctx, trained, out, Path(f"metrics/{section}.json"), metrics, p.register_as, p.alias)
     print(f"{name}: step {final['step']}, {split} bits/code {metrics['eval/bits_per_code']:.3f} "
           f"(train {metrics['eval/train_bits_per_code']:.3f}; unigram {metrics['baseline/unigram_bits']:.3f}, "
           f"uniform {metrics['baseline/uniform_bits']:.3f})" + (f"; registered as {uri}" if uri else ""))

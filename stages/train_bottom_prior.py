@@ -13,22 +13,11 @@ from stages.common import StageContext, run_stage
 from stages.priors import run_prior_stage
 
 
-def logits_and_targets(model, batch):
-    import torch
-
-    n_given = model.config.n_given
-    top = torch.cat([batch["cond_top"], batch["top"][:, 1:]], 1)               # (B, Tt, Ht, Wt)
-    bottom = torch.cat([batch["cond_bottom"], batch["bottom"][:, n_given:]], 1)  # (B, Tb, Hb, Wb)
-    inputs = model.own_samples_mixed_in(bottom, top) if model.training else bottom  # scheduled sampling
-    logits = model.forward_all_slices(inputs, top)                             # (B, K, Tb-2, Hb, Wb)
-    return logits, bottom[:, n_given:]
-
-
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig
 
-    run_prior_stage(ctx, "train_bottom_prior", "bottom_prior", BottomPrior, BottomPriorConfig, logits_and_targets,
-                    "bottom", BottomPriorConfig.from_dict(ctx.params.bottom_prior.model).n_given)
+    run_prior_stage(ctx, "train_bottom_prior", "bottom_prior", BottomPrior, BottomPriorConfig, "bottom",
+                    BottomPriorConfig.from_dict(ctx.params.bottom_prior.model).n_given)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,16 +10,10 @@ from stages.common import StageContext, run_stage
 from stages.priors import run_prior_stage
 
 
-def logits_and_targets(model, batch):
-    targets = batch["top"][:, 1:]  # (B, 3, Ht, Wt): the predicted steps; step 0 is given
-    return model(targets, batch["cond_top"], batch["cond_bottom"]), targets
-
-
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.models.top_prior import TopPrior, TopPriorConfig
 
-    run_prior_stage(ctx, "train_top_prior", "top_prior", TopPrior, TopPriorConfig, logits_and_targets,
-                    "top", 1)
+    run_prior_stage(ctx, "train_top_prior", "top_prior", TopPrior, TopPriorConfig, "top", 1)
 
 
 def main(argv: list[str] | None = None) -> int:

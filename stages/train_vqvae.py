@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.common import StageContext, rank, run_stage
-from stages.training import finish, train
+from stages.training import Recipe, finish, held_out, train
 
 CLIPS = Path("data/clips")
 OUT = Path("models/vqvae")
@@ -32,24 +32,6 @@ class ClipTensors:
         import torch
 
         return torch.from_numpy(self.clips[i])
-
-
-def step_fn(model, batch):
-    from vqvp_core.metrics import psnr_from_mse
-    from vqvp_core.models.vqvae import clips_to_input
-
-    out = model(clips_to_input(batch))
-    metrics = out.metrics()
-    metrics["psnr"] = psnr_from_mse(metrics["recon_loss"])
-    return out.loss, metrics
-
-
-def held_out(split_order=("val", "test", "train")) -> tuple[str, ClipTensors]:
-    for split in split_order:
-        data = ClipTensors(split)
-        if len(data):
-            return split, data
-    raise RuntimeError("data/clips holds no clips")
 
 
 def evaluate(model, data: ClipTensors, n: int, batch: int, device) -> tuple[dict[str, float], object]:
@@ -94,16 +76,16 @@ def _body(ctx: StageContext, args) -> None:
 
     p = ctx.params.vqvae
     cfg = VQVAEConfig.from_dict(p.model)
-    split, val = held_out()
-    model, trainer, final = train(ctx, "train_vqvae", lambda: VQVAE(cfg), cfg.to_dict(), p.train,
-                                  ClipTensors("train"), val, step_fn,
-                                  [CLIPS], {"ingest", "vqvae"})
+    split, val = held_out(ClipTensors)
+    trained = train(ctx, Recipe("train_vqvae", lambda: VQVAE(cfg), p.train, ClipTensors("train"), val,
+                                [CLIPS], {"ingest", "vqvae"}))
     if rank() != 0:
         return
-    ev, (clips, recon) = evaluate(model, val, p.eval_clips, trainer.cfg.batch_size, trainer.device)
+    final, trainer = trained.final, trained.trainer
+    ev, (clips, recon) = evaluate(trained.model, val, p.eval_clips, trainer.cfg.batch_size, trainer.device)
     metrics = {**final, **{f"eval/{k}": v for k, v in ev.items()}, "eval/split": split}
     log_reconstructions(ctx, clips[: p.log_videos], recon[: p.log_videos], ctx.params.ingest.fps)
-    uri = finish(ctx, model, trainer, final, OUT, METRICS, metrics, p.register_as, p.alias)
+    uri = finish(ctx, trained, OUT, METRICS, metrics, p.register_as, p.alias)
     print(f"train_vqvae: step {final['step']}, held-out ({split}) PSNR {ev['psnr']:.2f} dB, codes in use "
           f"top {ev['top_codes_in_use']:.0%} bottom {ev['bottom_codes_in_use']:.0%}; model {OUT / 'model.pt'}"
           + (f", registered as {uri}" if uri else ""))

@@ -16,11 +16,12 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import yaml
 
-from stages.common import StageContext, rank
+from stages.common import BadInputError, StageContext, rank
 from vqvp_core.atomic import write_text
 
 log = logging.getLogger("vqvp.stage")
@@ -86,8 +87,6 @@ def data_digest(path: Path, lock_file: str | Path = "dvc.lock") -> str:
 
 def log_dataset(ctx: StageContext, path: Path, context: str = "training") -> None:
     """Record an input folder as the run's dataset input, its DVC md5 as the digest."""
-    from stages.common import BadInputError
-
     if not path.exists():
         raise BadInputError(f"{path} not found: run the stage that writes it first (see dvc.yaml)")
     from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -165,46 +164,77 @@ def check_precision(stage: str, tcfg) -> str:
         raise ConfigError(str(exc)) from exc
 
 
-def train(ctx: StageContext, stage: str, build_model, model_config: dict, train_config: dict,
-          train_set, val_set, step_fn, inputs: list[Path], params_include: set[str], val_fn=None):
-    """Seed, build the model, train it with the shared Trainer in checkpoints/<stage>/ (resuming
-    when the fingerprint matches). Returns (model, trainer, final metrics)."""
+@dataclass
+class Recipe:
+    """What a training stage trains (set up by the stage, run by :func:`train`)."""
+    stage: str                          # train_vqvae, train_top_prior, train_bottom_prior
+    build_model: Callable[[], Any]      # a registered vqvp model: it has config and loss(batch)
+    train_config: dict[str, Any]        # the params' TrainConfig dict
+    train_set: Any                      # a Dataset of batch items the model's loss takes
+    val_set: Any
+    inputs: list[Path]                  # input folders: logged as MLflow datasets, in the fingerprint
+    params_fallback: set[str]           # the params sections that matter, where there is no dvc.yaml
+
+
+@dataclass
+class Trained:
+    model: Any        # the trained model itself (not its Objective or DDP wrapper)
+    trainer: Any      # the vqvp_core.train.loop.Trainer that trained it
+    final: dict       # its last metrics (step, train/*, val/*, ...)
+    fingerprint: str  # what the checkpoints in checkpoints/<stage>/ belong to
+
+
+def held_out(make_split: Callable[[str], Any], order=("val", "test", "train")) -> tuple[str, Any]:
+    """The first non-empty split in ``order``, as (name, data): the one held-out-split rule of
+    every training stage (a tiny dataset may have no val or test clips)."""
+    for split in order:
+        data = make_split(split)
+        if len(data):
+            return split, data
+    raise BadInputError(f"no {'/'.join(order)} data to hold out: run ingest (and extract_latents) first")
+
+
+def train(ctx: StageContext, recipe: Recipe) -> Trained:
+    """Seed, build the model, train its own objective (``model.loss``) with the shared Trainer in
+    checkpoints/<stage>/ (resuming when the fingerprint matches)."""
     import torch
 
     from vqvp_core.train.config import TrainConfig
     from vqvp_core.train.loop import Trainer
+    from vqvp_core.train.objective import Objective, step_fn
 
-    tcfg = TrainConfig.from_dict(train_config)
+    stage = recipe.stage
+    tcfg = TrainConfig.from_dict(recipe.train_config)
     check_precision(stage, tcfg)  # before any data, checkpoint or model is touched
-    for path in inputs:
+    for path in recipe.inputs:
         log_dataset(ctx, path)
-    digest = fingerprint(stage, tracked_params(stage, ctx.params.model_dump(mode="json"), params_include), inputs)
+    params = tracked_params(stage, ctx.params.model_dump(mode="json"), recipe.params_fallback)
+    digest = fingerprint(stage, params, recipe.inputs)
     ckpts = prepare_checkpoints(stage, digest) if rank() == 0 else CHECKPOINTS / stage
     torch.manual_seed(tcfg.seed)  # the model's initial weights
-    model = build_model()
+    model = recipe.build_model()
     logger = MlflowLogger(ctx)
-    trainer = Trainer(model, train_set, val_set, tcfg, ckpts, step_fn, val_fn, model_config=model_config,
-                      on_log=logger.on_log, on_val=logger.on_val, extra={"fingerprint": digest})
+    trainer = Trainer(Objective(model), recipe.train_set, recipe.val_set, tcfg, ckpts, step_fn,
+                      model_config=model.config.to_dict(), on_log=logger.on_log, on_val=logger.on_val,
+                      extra={"fingerprint": digest})
     final = trainer.fit()
-    trainer.fingerprint = digest
-    return model, trainer, final
+    return Trained(model, trainer, final, digest)
 
 
-def finish(ctx: StageContext, model, trainer, final: dict, out: Path, metrics_file: Path,
+def finish(ctx: StageContext, trained: Trained, out: Path, metrics_file: Path,
            metrics: dict[str, Any], register_as: str, alias: str) -> str | None:
     """Rank 0: the model file (vqvp_core/models/registry.py), the metrics file, MLflow metrics and
     the registered model version. Returns the models:/ URI."""
     from vqvp_core.models.registry import save_model
     from vqvp_core.train.precision import cpu_capability
 
+    trainer, model = trained.trainer, trained.model
     # the precision the run used (auto resolved) and the CPU it was decided on
     metrics = {**metrics, "precision": trainer.precision, "cpu_capability": cpu_capability()}
     ctx.mlflow.set_tag("vqvp.precision", metrics["precision"])
     ctx.mlflow.set_tag("vqvp.cpu_capability", metrics["cpu_capability"])
-    if model.config.to_dict() != trainer.model_config:
-        raise RuntimeError(f"{ctx.name}: the trained model's config differs from the one it was built from")
     save_model(out / "model.pt", model, data_source=ctx.params.ingest.source, train_config=trainer.cfg.to_dict(),
-               step=int(final["step"]), metrics=metrics, fingerprint=trainer.fingerprint)
+               step=int(trained.final["step"]), metrics=metrics, fingerprint=trained.fingerprint)
     write_metrics(metrics_file, metrics)
     ctx.log_metrics({k: v for k, v in metrics.items() if k.startswith(("eval/", "baseline/"))})
     return register_model(ctx, model.cpu(), register_as, alias, out / "model.pt")

@@ -31,6 +31,7 @@ from vqvp_core.models.blocks3d import channels_last_convs
 from vqvp_core.models.pixelcnn import (
     GatedPixelCNN,
     ResBlock,
+    bits_per_code,
     collapse_time_paddings,
     coordinate_channels,
     sample_from_logits,
@@ -271,6 +272,24 @@ class BottomPrior(nn.Module):
         cond = self._cond_stack(top_slices, self._past_features(past), idx.repeat(b))
         logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
         return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
+
+    # -- the training objective -----------------------------------------------------------------
+
+    def logits_and_targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing on a batch of data/latents items: the given steps are the conditioning
+        frames' own codes (as in sampling); in training mode, ``config.scheduled_sampling`` of the
+        input codes are this model's own draws (own_samples_mixed_in), the targets staying true.
+        -> logits (B, n_codes, Tb - n_given, Hb, Wb), targets (B, Tb - n_given, Hb, Wb)."""
+        n_given = self.config.n_given
+        top = torch.cat([batch["cond_top"], batch["top"][:, 1:]], 1)               # (B, Tt, Ht, Wt)
+        bottom = torch.cat([batch["cond_bottom"], batch["bottom"][:, n_given:]], 1)  # (B, Tb, Hb, Wb)
+        inputs = self.own_samples_mixed_in(bottom, top) if self.training else bottom
+        return self.forward_all_slices(inputs, top), bottom[:, n_given:]
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Bits per predicted code (the same optimum as cross-entropy in nats), and its metrics."""
+        bits = bits_per_code(*self.logits_and_targets(batch))
+        return bits, {"bits_per_code": bits.detach()}
 
     @torch.no_grad()
     def own_samples_mixed_in(self, bottom: torch.Tensor, top: torch.Tensor, rate: float | None = None,

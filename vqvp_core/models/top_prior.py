@@ -18,6 +18,7 @@ from vqvp_core.models.blocks3d import channels_last_convs
 from vqvp_core.models.pixelcnn import (
     GatedPixelCNN,
     ResBlock,
+    bits_per_code,
     coordinate_channels,
     sample_from_logits,
 )
@@ -160,6 +161,19 @@ class TopPrior(nn.Module):
             raise ValueError(f"codes must be (B, {tp}, Ht, Wt) matching cond_top "
                              f"{tuple(cond_top.shape)}, got {tuple(codes.shape)}")
         return self.logits_from_cond(codes, self.condition(cond_top, cond_bottom))
+
+    # -- the training objective -----------------------------------------------------------------
+
+    def logits_and_targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing on a batch of data/latents items: the logits of the predicted top steps
+        (B, n_codes, Tp, Ht, Wt) and their true codes (B, Tp, Ht, Wt); step 0 is given."""
+        targets = batch["top"][:, 1:]
+        return self(targets, batch["cond_top"], batch["cond_bottom"]), targets
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """Bits per predicted code (the same optimum as cross-entropy in nats), and its metrics."""
+        bits = bits_per_code(*self.logits_and_targets(batch))
+        return bits, {"bits_per_code": bits.detach()}
 
     @torch.no_grad()
     def sample(self, cond_top: torch.Tensor, cond_bottom: torch.Tensor, temperature: float = 1.0,

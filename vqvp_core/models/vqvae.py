@@ -262,6 +262,16 @@ class VQVAE(nn.Module):
                            commit_loss=commit, top_codes=q_t.codes, bottom_codes=q_b.codes,
                            stats={"top": q_t.stats, "bottom": q_b.stats})
 
+    def loss(self, clips: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The training objective on a batch of uint8 clips (B, T, H, W, 3): reconstruction MSE +
+        commitment (codebooks by EMA), and its metrics (losses, codebook use, PSNR)."""
+        from vqvp_core.metrics import psnr_from_mse
+
+        out = self(clips_to_input(clips))
+        metrics = out.metrics()
+        metrics["psnr"] = psnr_from_mse(metrics["recon_loss"])
+        return out.loss, metrics
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 3, T, H, W) -> (top codes (B, T/4, H/8, W/8), bottom codes (B, T/2, H/4, W/4)),
         int64. Call in eval mode (in training mode the codebooks would take an EMA step)."""

@@ -275,18 +275,16 @@ def test_scheduled_sampling_mixes_in_the_models_own_draws(rate):
 
 
 def test_scheduled_sampling_in_training_only():
-    """The stage's loss function draws inputs in train mode only: eval-mode bits stay teacher-forced."""
-    from stages.train_bottom_prior import logits_and_targets
-
+    """The model's objective draws inputs in train mode only: eval-mode bits stay teacher-forced."""
     cfg = small_config(scheduled_sampling=0.5)
     model = model_for(cfg)
     bottom, top = make_inputs(cfg, (4, 4), batch=2)
     batch = {"top": top, "cond_top": top[:, :1], "bottom": bottom, "cond_bottom": bottom[:, :2]}
     with torch.no_grad():
-        ev, targets = logits_and_targets(model.eval(), batch)
+        ev, targets = model.eval().logits_and_targets(batch)
         assert torch.equal(ev, model.forward_all_slices(bottom, top)) and torch.equal(targets, bottom[:, 2:])
         torch.manual_seed(0)
-        tr, targets = logits_and_targets(model.train(), batch)
+        tr, targets = model.train().logits_and_targets(batch)
         assert torch.equal(targets, bottom[:, 2:]) and not torch.allclose(tr, ev)
 
 
@@ -308,3 +306,17 @@ def test_naive_sampling():
     greedy = model.sample(top, given, temperature=0)
     with torch.no_grad():
         assert torch.equal(model.forward_all_slices(greedy, top).argmax(1), greedy[:, 2:])
+
+
+def test_loss_is_bits_per_code_of_the_teacher_forced_logits():
+    from vqvp_core.models.pixelcnn import bits_per_code
+    from vqvp_core.train.objective import Objective, step_fn
+
+    cfg = small_config()
+    model = model_for(cfg).eval()
+    bottom, top = make_inputs(cfg, (4, 4), batch=2)
+    batch = {"top": top, "cond_top": top[:, :1], "bottom": bottom, "cond_bottom": bottom[:, :2]}
+    with torch.no_grad():
+        loss, metrics = step_fn(Objective(model), batch)
+        assert torch.equal(loss, bits_per_code(*model.logits_and_targets(batch)))
+        assert torch.equal(metrics["bits_per_code"], loss)
