@@ -66,30 +66,11 @@ log = logging.getLogger(__name__)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (..., H, W, 3) -> (..., size, size, 3) if larger than ``size`` (see module doc)."""
-    frames = np.asarray(frames)
-    h, w = frames.shape[-3:-1]
-    if h <= size and w <= size:
-        return frames
-    if h != w:  # centre square crop first (the pipeline's frames are square already)
-        s = min(h, w)
-        y0, x0 = (h - s) // 2, (w - s) // 2
-        frames = frames[..., y0:y0 + s, x0:x0 + s, :]
-        if s <= size:
-            return np.ascontiguousarray(frames)
-    import av
-    from av.video.reformatter import Interpolation, VideoReformatter
+    """uint8 (..., H, W, 3) -> (..., size, size, 3) if larger than ``size`` (see module doc):
+    ingest's own resampling (vqvp_core.video.transform.shrink_to_square)."""
+    from vqvp_core.video.transform import shrink_to_square
 
-    interp = Interpolation.AREA | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
-    reformatter = VideoReformatter()
-    lead = frames.shape[:-3]
-    flat = frames.reshape((-1,) + frames.shape[-3:])
-    out = np.empty((flat.shape[0], size, size, 3), np.uint8)
-    for i, img in enumerate(flat):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-        out[i] = reformatter.reformat(frame, width=size, height=size, format="rgb24",
-                                      interpolation=interp, threads=1).to_ndarray()
-    return out.reshape(lead + (size, size, 3))
+    return shrink_to_square(frames, size)
 
 
 def _check_video_array(name: str, arr, n: int | None) -> np.ndarray:

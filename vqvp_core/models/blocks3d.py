@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CausalTimeConv3d", "ResBlock3d", "Encoder3d", "Decoder3d", "channels_last_convs"]
+__all__ = ["CausalTimeConv3d", "ResBlock", "Encoder3d", "Decoder3d", "channels_last_convs"]
 
 Stride = tuple[int, int, int]
 
@@ -56,18 +56,28 @@ def _conv(causal_time: bool, *args, **kwargs) -> nn.Conv3d:
     return CausalTimeConv3d(*args, **kwargs) if causal_time else nn.Conv3d(*args, **kwargs)
 
 
-class ResBlock3d(nn.Module):
-    """x + conv1x1(relu(conv3x3x3(relu(x)))), as VQ-VAE-2's residual block."""
+class ResBlock(nn.Module):
+    """x + conv1x1(act(convKxK(act(x)))): VQ-VAE-2's residual block, the one of every vqvp model.
 
-    def __init__(self, channels: int, res_channels: int, causal_time: bool = False) -> None:
+    dims: 3 (T, H, W) or 2 (H, W); causal_time: the 3D conv pads time on the past side only (the
+    VQ-VAE's causal encoders); activation: relu in the VQ-VAE (as VQ-VAE-2), elu in the priors'
+    conditioning stacks (which see only given codes and need no mask; ELU as in PixelCNN++)."""
+
+    def __init__(self, channels: int, hidden: int, dims: int = 3, kernel: int = 3, causal_time: bool = False,
+                 activation: str = "relu") -> None:
         super().__init__()
-        self.conv1 = _conv(causal_time, channels, res_channels, 3, padding=1)
-        self.conv2 = nn.Conv3d(res_channels, channels, 1)
+        if dims not in (2, 3) or (causal_time and dims != 3) or activation not in ("relu", "elu"):
+            raise ValueError(f"ResBlock: dims 2 or 3 (causal_time needs 3), activation relu or elu; got "
+                             f"dims={dims}, causal_time={causal_time}, activation={activation!r}")
+        if dims == 3:
+            self.conv1 = _conv(causal_time, channels, hidden, kernel, padding=kernel // 2)
+        else:
+            self.conv1 = nn.Conv2d(channels, hidden, kernel, padding=kernel // 2)
+        self.conv2 = (nn.Conv3d if dims == 3 else nn.Conv2d)(hidden, channels, 1)
+        self.act = F.relu if activation == "relu" else F.elu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.relu(x))
-        h = self.conv2(F.relu(h))
-        return x + h
+        return x + self.conv2(self.act(self.conv1(self.act(x))))
 
 
 class Encoder3d(nn.Module):
@@ -89,7 +99,7 @@ class Encoder3d(nn.Module):
             layers += [_conv(causal_time, c, out, _kernel(s), stride=s, padding=1), nn.ReLU(inplace=True)]
             c = out
         layers.append(_conv(causal_time, c, channels, 3, padding=1))
-        layers += [ResBlock3d(channels, res_channels, causal_time) for _ in range(n_res_blocks)]
+        layers += [ResBlock(channels, res_channels, causal_time=causal_time) for _ in range(n_res_blocks)]
         layers.append(nn.ReLU(inplace=True))
         self.blocks = nn.Sequential(*layers)
 
@@ -108,7 +118,7 @@ class Decoder3d(nn.Module):
                  n_res_blocks: int, res_channels: int, strides: Sequence[Stride]) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv3d(in_channels, channels, 3, padding=1)]
-        layers += [ResBlock3d(channels, res_channels) for _ in range(n_res_blocks)]
+        layers += [ResBlock(channels, res_channels) for _ in range(n_res_blocks)]
         layers.append(nn.ReLU(inplace=True))
         c = channels
         for i, s in enumerate(strides):

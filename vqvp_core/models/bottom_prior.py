@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqvp_core.models.blocks3d import channels_last_convs
+from vqvp_core.models.blocks3d import ResBlock
 from vqvp_core.models.pixelcnn import (
     GatedPixelCNN,
-    ResBlock,
     bits_per_code,
     collapse_time_paddings,
     coordinate_channels,
@@ -173,7 +173,7 @@ class BottomPrior(nn.Module):
         # VQ-VAE-2 conditioning stack; +3 coordinate channels (n, y, x)
         self.cond_in = nn.Conv2d(cfg.top_up_channels + cfg.past_channels + 3, cfg.cond_channels, 3,
                                  padding=1)
-        self.cond_res = nn.Sequential(*(ResBlock(cfg.cond_channels, cfg.cond_res_hidden, dims=2)
+        self.cond_res = nn.Sequential(*(ResBlock(cfg.cond_channels, cfg.cond_res_hidden, dims=2, activation="elu")
                                         for _ in range(cfg.cond_res_blocks)), nn.ELU())
         self.pixelcnn = GatedPixelCNN(
             in_channels=cfg.embed_dim, channels=cfg.channels, cond_channels=cfg.cond_channels,

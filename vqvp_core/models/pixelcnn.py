@@ -179,9 +179,10 @@ def pointwise(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv
     return nn.Conv3d(in_channels, out_channels, 1, bias=bias)
 
 
-def gate(x: torch.Tensor) -> torch.Tensor:
-    """tanh(a) * sigmoid(b) over the two channel halves: (B, 2C, ...) -> (B, C, ...)."""
-    a, b = x.chunk(2, dim=1)
+def gate(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """tanh(a) * sigmoid(b) over the two channel halves along ``dim``: (B, 2C, ...) -> (B, C, ...)
+    (the cached samplers keep channels last: dim=-1)."""
+    a, b = x.chunk(2, dim=dim)
     return torch.tanh(a) * torch.sigmoid(b)
 
 
@@ -261,20 +262,6 @@ class CausalSelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         o = self.out(o.transpose(1, 2).reshape(b, n, d))              # (B, L, C)
         return o.transpose(1, 2).reshape(b, c, t, hh, ww)
-
-
-class ResBlock(nn.Module):
-    """x + 1x1(ELU(kxk(ELU(x)))) over 2 or 3 spatial dims (the VQ-VAE-2 residual block; used by the
-    conditioning stacks, which see only given codes and need no mask)."""
-
-    def __init__(self, channels: int, hidden: int, dims: int = 3, kernel: int = 3):
-        super().__init__()
-        conv = nn.Conv3d if dims == 3 else nn.Conv2d
-        self.conv1 = conv(channels, hidden, kernel, padding=kernel // 2)
-        self.conv2 = conv(hidden, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.elu(self.conv1(F.elu(x))))
 
 
 class GatedPixelCNN(nn.Module):

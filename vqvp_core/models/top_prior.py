@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqvp_core.models.blocks3d import channels_last_convs
+from vqvp_core.models.blocks3d import ResBlock
 from vqvp_core.models.pixelcnn import (
     GatedPixelCNN,
-    ResBlock,
     bits_per_code,
     coordinate_channels,
     sample_from_logits,
@@ -117,7 +117,7 @@ class TopPrior(nn.Module):
         self.cond_in = nn.Conv2d(2 * ec, cfg.cond_mid_channels, 3, padding=1)
         # after tiling over Tp; +3 fixed coordinate channels (t, y, x) tell the steps apart
         self.cond_up = nn.Conv3d(cfg.cond_mid_channels + 3, cfg.cond_channels, 3, padding=1)
-        self.cond_res = nn.Sequential(*(ResBlock(cfg.cond_channels, cfg.cond_res_hidden, dims=3)
+        self.cond_res = nn.Sequential(*(ResBlock(cfg.cond_channels, cfg.cond_res_hidden, dims=3, activation="elu")
                                         for _ in range(cfg.cond_res_blocks)), nn.ELU())
         self.pixelcnn = GatedPixelCNN(
             in_channels=cfg.embed_dim, channels=cfg.channels, cond_channels=cfg.cond_channels,

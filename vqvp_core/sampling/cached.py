@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqvp_core.models.bottom_prior import BottomPrior
-from vqvp_core.models.pixelcnn import GatedPixelCNN, MaskedConv3d, sample_from_logits
+from vqvp_core.models.pixelcnn import GatedPixelCNN, MaskedConv3d, gate, sample_from_logits
 from vqvp_core.models.top_prior import TopPrior
 
 Chooser = Callable[[torch.Tensor, int, int, int], torch.Tensor]  # (logits (B,K), t, y, x) -> (B,)
@@ -105,11 +105,6 @@ def _row_taps(mask: torch.Tensor, r: int) -> torch.Tensor:
     mask = mask.clone()
     mask[-1, r] = False
     return mask
-
-
-def _gate(x: torch.Tensor) -> torch.Tensor:
-    a, b = x.chunk(2, dim=-1)
-    return torch.tanh(a) * torch.sigmoid(b)
 
 
 class _RowConv:
@@ -265,7 +260,7 @@ class CachedPixelCNN:
             if blk.update_v:
                 if blk.w_vc is not None and conds:
                     v_pre = v_pre + conds.pop(0)
-                v = v + F.linear(_gate(v_pre), blk.w_vo, blk.b_vo)
+                v = v + F.linear(gate(v_pre, dim=-1), blk.w_vo, blk.b_vo)
                 self.vbuf[l + 1][:, tp, yp, cols] = v
 
     # -- one position -----------------------------------------------------------------------------
@@ -279,7 +274,7 @@ class CachedPixelCNN:
             hb = self.h_rows[l]                                                        # (B, Wp, C)
             hb[:, xp] = h
             h_pre = torch.addmm(self.hrow[l][:, x], hb[:, xp - r:xp + 1].reshape(b, -1), blk.w_hxt_now)
-            h = h + F.linear(_gate(h_pre), blk.w_ho, blk.b_ho)
+            h = h + F.linear(gate(h_pre, dim=-1), blk.w_ho, blk.b_ho)
             if blk.attn is not None:
                 h = h + self._attend(l, blk.attn, h, i)
         h = F.linear(F.elu(h), self.w_o1, self.b_o1)

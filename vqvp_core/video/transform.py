@@ -33,6 +33,7 @@ __all__ = [
     "scaled_size",
     "center_crop",
     "frame_to_square_rgb",
+    "shrink_to_square",
 ]
 
 # (k, hflip, vflip): k quarter turns counter-clockwise, then the mirrors; see apply_orientation.
@@ -143,3 +144,28 @@ def frame_to_square_rgb(frame, size: int, orientation: Orientation = IDENTITY,
     if rgb.shape[:2] != (h, w):  # pragma: no cover - defensive, swscale honours the size
         raise ValueError(f"scaler returned {rgb.shape}, expected {(h, w)}")
     return apply_orientation(center_crop(rgb, size), orientation)
+
+
+def shrink_to_square(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 RGB frames (..., H, W, 3) -> (..., size, size, 3): a centre square crop, then the
+    same swscale AREA shrink as ingest (bit-exact); frames no larger than ``size`` are only
+    cropped square. For arrays already decoded (the human-evaluation videos)."""
+    frames = np.asarray(frames)
+    h, w = frames.shape[-3:-1]
+    if h <= size and w <= size:
+        return frames
+    if h != w:  # the pipeline's frames are square already
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        frames = frames[..., y0:y0 + s, x0:x0 + s, :]
+        if s <= size:
+            return np.ascontiguousarray(frames)
+    import av
+
+    scaler = _Scaler()
+    lead = frames.shape[:-3]
+    flat = frames.reshape((-1,) + frames.shape[-3:])
+    out = np.empty((flat.shape[0], size, size, 3), np.uint8)
+    for i, img in enumerate(flat):
+        out[i] = scaler(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24"), size, size).to_ndarray()
+    return out.reshape(lead + (size, size, 3))
