@@ -152,7 +152,19 @@ TINY_VQVAE_TRAIN = dict(steps=600, batch_size=4, lr=4e-3, warmup_steps=20, preci
                         val_every=600, log_every=10, max_val_batches=4)
 
 
-class VQVAEParams(_Section):
+class TrainingStageParams(_Section):
+    """What every training stage's section holds (one schema; each stage's class below only gives
+    its model's config type and its defaults): the model's config, the shared loop's TrainConfig,
+    the final evaluation's size, and the MLflow registered model it becomes."""
+
+    model: dict[str, Any]
+    train: TrainDict
+    eval_clips: int = Field(16, ge=1, description="clips per split for the final evaluation")
+    register_as: str = Field(min_length=1, description="MLflow registered model name")
+    alias: str = Field("candidate", min_length=1, description="alias set on the new model version")
+
+
+class VQVAEParams(TrainingStageParams):
     """train_vqvae: the model (vqvp_core.models.vqvae.VQVAEConfig) and its training
     (vqvp_core.train.config.TrainConfig); see README, 'train_vqvae'."""
 
@@ -163,9 +175,8 @@ class VQVAEParams(_Section):
     # this budget more, smaller steps beat fewer large ones (README, 'The demo's recipe')
     train: TrainDict = Field(default_factory=lambda: dict(TINY_VQVAE_TRAIN))
     eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
-    log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
     register_as: str = Field("vqvp-vqvae", min_length=1, description="MLflow registered model name")
-    alias: str = Field("candidate", min_length=1, description="alias set on the new model version")
+    log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
 
 
 class LatentsParams(_Section):
@@ -187,7 +198,7 @@ TINY_BOTTOM_PRIOR = dict(channels=32, n_layers=6, attn_every=3, attn_channels=32
                          cond_channels=48, cond_res_hidden=24)
 
 
-class TopPriorParams(_Section):
+class TopPriorParams(TrainingStageParams):
     """train_top_prior: the 3D PixelCNN over the top codes of the 3 predicted steps."""
 
     model: TopPriorModelDict = Field(default_factory=_tiny_prior("vqvp_core.models.top_prior", "TopPriorConfig"))
@@ -195,12 +206,10 @@ class TopPriorParams(_Section):
         steps=30, batch_size=8, lr=1e-3, warmup_steps=10, ckpt_every=30, val_every=30, log_every=10,
         max_val_batches=2))  # the tiny demo's budget: 0.7 TFLOP; with causal encoders the top codes carry
     # almost nothing the given frames do not fix (held-out 0.16 bits per code after 30 steps)
-    eval_clips: int = Field(16, ge=1, description="clips per split for the final bits-per-code evaluation")
-    register_as: str = Field("vqvp-top-prior", min_length=1)
-    alias: str = Field("candidate", min_length=1)
+    register_as: str = Field("vqvp-top-prior", min_length=1, description="MLflow registered model name")
 
 
-class BottomPriorParams(_Section):
+class BottomPriorParams(TrainingStageParams):
     """train_bottom_prior: the 2D PixelCNN over one bottom slice, with its 3D conditioning stack."""
 
     model: BottomPriorModelDict = Field(
@@ -208,9 +217,7 @@ class BottomPriorParams(_Section):
     train: TrainDict = Field(default_factory=lambda: dict(
         steps=300, batch_size=4, lr=2e-3, warmup_steps=10, ckpt_every=100, val_every=300, log_every=10,
         max_val_batches=2))  # the tiny demo's budget: 6.2 TFLOP (bench/budget.py)
-    eval_clips: int = Field(16, ge=1, description="clips per split for the final bits-per-code evaluation")
-    register_as: str = Field("vqvp-bottom-prior", min_length=1)
-    alias: str = Field("candidate", min_length=1)
+    register_as: str = Field("vqvp-bottom-prior", min_length=1, description="MLflow registered model name")
 
 
 class SampleParams(_Section):
