@@ -61,6 +61,7 @@ files instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import deque
@@ -137,6 +138,20 @@ def _configure_decoder(stream, threads: int) -> None:
     ctx = stream.codec_context
     ctx.thread_count = threads
     ctx.thread_type = "NONE" if threads == 1 else "AUTO"
+
+
+@contextlib.contextmanager
+def _video_errors(name: str):
+    """The one mapping of what reading a video raises to VideoError kinds: a missing or forbidden
+    file or a failed read is ``unreadable``, an FFmpeg error ``decode_error``."""
+    try:
+        yield
+    except VideoError:
+        raise
+    except av.error.FFmpegError as e:
+        raise VideoError("decode_error", f"{type(e).__name__}: {e}", name) from e
+    except OSError as e:  # FileNotFoundError, PermissionError, a failed read
+        raise VideoError("unreadable", f"{type(e).__name__}: {e}", name) from e
 
 
 def _decoded_frames(container, stream, name: str, max_errors: int, errors: list):
@@ -319,7 +334,7 @@ def _timed_frames(source: Source, target_fps, size: int, start_time, end_time, m
         orient_cache: dict[bytes, tuple] = {}
         last_frame = last_arr = None
         n = 0
-        try:
+        with _video_errors(name):
             for tick, frame in _resample(timed(), period, start, end, eps, nominal_dt, max_frames):
                 if frame is last_frame:
                     arr = last_arr.copy()
@@ -328,14 +343,6 @@ def _timed_frames(source: Source, target_fps, size: int, start_time, end_time, m
                     last_frame, last_arr = frame, arr
                 n += 1
                 yield tick, arr
-        except VideoError:
-            raise
-        except (FileNotFoundError, PermissionError) as e:
-            raise VideoError("unreadable", f"{type(e).__name__}: {e}", name) from e
-        except av.error.FFmpegError as e:
-            raise VideoError("decode_error", f"{type(e).__name__}: {e}", name) from e
-        except OSError as e:
-            raise VideoError("unreadable", f"{type(e).__name__}: {e}", name) from e
         if n == 0 and errors[0]:
             raise VideoError("decode_error", f"no frame decoded ({errors[0]} errors)", name)
 
@@ -376,16 +383,10 @@ def probe(source: Source, *, max_decode_errors: int = DEFAULT_MAX_DECODE_ERRORS)
         _configure_decoder(stream, 1)
         errors = [0]
         first = None
-        try:
+        with _video_errors(name):
             for frame in _decoded_frames(container, stream, name, max_decode_errors, errors):
                 first = frame
                 break
-        except VideoError:
-            raise
-        except av.error.FFmpegError as e:
-            raise VideoError("decode_error", f"{type(e).__name__}: {e}", name) from e
-        except OSError as e:
-            raise VideoError("unreadable", f"{type(e).__name__}: {e}", name) from e
         if first is None:
             if errors[0]:
                 raise VideoError("decode_error", f"no frame decoded ({errors[0]} errors)", name)
