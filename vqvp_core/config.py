@@ -370,7 +370,7 @@ class Params(_Section):
 # Presets: partial values over the schema defaults (which are the `tiny` values).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"preset": "tiny"},
-    # The tiny models at a longer CPU budget (57 min measured on 2 cores): the README's prediction-quality
+    # The tiny models at a longer CPU budget (about an hour on 2 cores): the README's prediction-quality
     # figures. At the demo's budget the bottom prior has seen 400 clips and its samples dissolve;
     # here it sees 12,000 (1,173 training clips, ~10 epochs).
     "tiny-long": {

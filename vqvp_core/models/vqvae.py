@@ -70,7 +70,7 @@ class VQVAEConfig:
     # so they go to badly coded regions rather than onto the large uniform background.
     restart_sampling: str = "error"
     # Conv weights in torch.channels_last_3d (oneDNN/cuDNN then run every conv channels-last):
-    # measured on 2 Xeon cores, a tiny training step is ~5% faster in fp32, ~30% in bf16.
+    # faster on CPUs, in fp32 and more so in bf16 (the figures: README, 'Benchmarks').
     channels_last: bool = True
     # Encoders causal in time (front padding only): a code depends on the frames up to the end
     # of its own time block, never later ones. Then the 4 conditioning frames encoded alone give
