@@ -159,9 +159,12 @@ def cmd_params(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vqvp_core.dag import stages
+    from vqvp_core.dag import DagError, stages
 
-    STAGES = stages()  # dvc.yaml's, in pipeline order
+    try:
+        STAGES = stages()  # dvc.yaml's, in pipeline order
+    except DagError:  # outside a vqvp project: predict, human-eval and params still work
+        STAGES = None
 
     ap = argparse.ArgumentParser(prog="vqvp", description="Video prediction with VQ-VAE: pipeline commands")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -184,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     # `vqvp stage -h` lists the stages with their placement; `vqvp stage NAME -h` is the stage's own
     stage = sub.add_parser("stage", help="run one stage in this process, as dvc.yaml calls it", add_help=False)
     stage.add_argument("-h", "--help", action="store_true", dest="stage_list", help="list the stages")
-    stage.add_argument("stage", nargs="?", help=f"one of: {', '.join(STAGES)}")
+    stage.add_argument("stage", nargs="?", help=f"one of: {', '.join(STAGES or ['(no dvc.yaml here)'])}")
     stage.add_argument("stage_args", nargs=argparse.REMAINDER, help="the stage's own options (vqvp stage NAME -h)")
     stage.set_defaults(func=cmd_stage)
 

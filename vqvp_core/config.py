@@ -294,6 +294,8 @@ class FlowParams(_Section):
     @field_validator("timeout_s")
     @classmethod
     def _known_stages(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v:
+            return v
         from vqvp_core.dag import stages  # dvc.yaml: the one list of stages
 
         known = stages()

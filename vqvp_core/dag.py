@@ -12,10 +12,13 @@ To add a stage: a module `stages/NAME.py` with `main(argv=None)`, an entry in dv
 `cmd`, `outs` and `meta.placement`, then `python scripts/dvc_graph.py --write` for its deps and params.
 
 Which dvc.yaml: ``repo``'s when given, else the working directory's (a stage runs in its
-workspace), else the one of the checkout this package lives in.
+workspace), else the one in ``$VQVP_WORKDIR`` (the container image's copy of the project), else
+the one of the checkout this package lives in. Commands that need no pipeline (predict,
+human-eval, params) work without any.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,9 @@ def dvc_file(repo: str | Path | None = None) -> Path:
     if repo is not None:
         return Path(repo) / "dvc.yaml"
     here = Path.cwd() / "dvc.yaml"
-    return here if here.is_file() else _CHECKOUT / "dvc.yaml"
+    candidates = [here, *([Path(os.environ["VQVP_WORKDIR"]) / "dvc.yaml"] if os.environ.get("VQVP_WORKDIR") else []),
+                  _CHECKOUT / "dvc.yaml"]
+    return next((c for c in candidates if c.is_file()), here)
 
 
 @lru_cache(maxsize=8)

@@ -76,3 +76,34 @@ def test_the_flow_tags_and_the_stage_slot_follow_the_placement(tmp_path, monkeyp
     repo = write(tmp_path / "r", TOY)
     assert GPU_TAG in stage_task("fit", repo=str(repo)).tags
     assert "cpu" in stage_task("get", repo=str(repo)).tags and GPU_TAG not in stage_task("get", repo=str(repo)).tags
+
+
+def test_commands_that_need_no_pipeline_work_without_a_dvc_yaml(tmp_path, monkeypatch):
+    """Outside a project (a pip install, a mounted workspace): `vqvp -h`, params and the commands
+    that are not stages work; the stages find dvc.yaml in $VQVP_WORKDIR (the image's project)."""
+    from flows.cli import build_parser
+    from vqvp_core.config import load_params
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dag, "_CHECKOUT", tmp_path / "nowhere")
+    monkeypatch.delenv("VQVP_WORKDIR", raising=False)
+    with pytest.raises(dag.DagError, match="dvc.yaml not found"):
+        dag.stages()
+    assert build_parser().parse_args(["human-eval", "raters", "x"]).command == "raters"
+    assert load_params(None).ingest.size == 64
+    monkeypatch.setenv("VQVP_WORKDIR", str(ROOT))
+    assert dag.stages()[0] == "ingest" and dag.placement("sample") == "gpu"
+
+
+def test_a_bare_workspace_runs_stage_modules_without_a_gpu_slot(tmp_path, monkeypatch):
+    from stages import stage_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dag, "_CHECKOUT", tmp_path / "nowhere")
+    monkeypatch.delenv("VQVP_WORKDIR", raising=False)
+    from stages import ingest
+
+    assert stage_main("ingest") is ingest.main
+    for not_a_stage in ("common", "training", "gpu_slot", "nope", "../x"):
+        with pytest.raises(KeyError, match="no dvc.yaml here"):
+            stage_main(not_a_stage)
