@@ -29,7 +29,8 @@ EXIT_STOPPED = 130  # stopped by Ctrl-C or SIGTERM (the shell's 128 + SIGINT)
 
 def _add_overrides(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="override a params value (repeatable); written to params.yaml, as `dvc exp run -S`")
+                    help="override a params value (repeatable); written to params.yaml first, as `dvc exp run -S` "
+                         "(vqvp stage -S applies to one invocation and leaves params.yaml alone)")
 
 
 def _check_params(preset: str | None, overrides: list[str]) -> int:

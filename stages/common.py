@@ -82,7 +82,8 @@ class StageContext:
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=f"vqvp stage {name}", description=description)
     ap.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="override a params.yaml value for this invocation (repeatable)")
+                    help="override a params value for this invocation only (repeatable); params.yaml is "
+                         "not changed (vqvp run -S writes it)")
     ap.add_argument("--params", default=PARAMS_FILE, help="params file (default: %(default)s)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
@@ -116,7 +117,10 @@ def mlflow_run(name: str, params: Params, section: str) -> Iterator[Any]:
     if os.environ.get(ENV_FLOW_RUN):
         tags["vqvp.prefect_flow_run_id"] = os.environ[ENV_FLOW_RUN]
     parent = os.environ.get(ENV_PARENT_RUN)
-    with mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent or None, nested=bool(parent)):
+    # training stages log MLflow's system metrics (CPU, memory; GPU where present): system/*
+    system = name.startswith("train_")
+    with mlflow.start_run(run_name=name, tags=tags, parent_run_id=parent or None, nested=bool(parent),
+                          log_system_metrics=system):
         values = {"preset": params.preset}
         if getattr(params, section, None) is not None:
             values.update(flatten(getattr(params, section).model_dump(mode="json"), f"{section}."))

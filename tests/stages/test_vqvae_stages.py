@@ -17,7 +17,9 @@ from stages import extract_latents, train_vqvae
 from tests.conftest import BIN
 from tests.stages.conftest import args, train_args
 
-def test_train_then_extract(workdir):
+def test_train_then_extract(workdir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # a few-second run still samples
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
     assert train_vqvae.main(train_args()) == 0
     ckpt = torch.load(workdir / "models/vqvae/model.pt", weights_only=True)
     assert ckpt["config"]["channels"] == 16 and ckpt["step"] == 4 and "state_dict" in ckpt
@@ -34,6 +36,7 @@ def test_train_then_extract(workdir):
     assert run.data.tags["vqvp.stage"] == "train_vqvae" and run.data.params["vqvae.model.channels"] == "16"
     assert run.data.tags["vqvp.precision"] == "fp32" and run.data.tags["vqvp.cpu_capability"] == cpu_capability()
     assert "train/loss" in run.data.metrics and "eval/psnr" in run.data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"reconstructions", "checkpoint"}
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
 
