@@ -27,6 +27,7 @@ from vqvp_core.clip import GIVEN_FRAMES as GIVEN
 CLIPS, SAMPLES, VQVAE = Path("data/clips"), Path("data/samples"), Path("models/vqvae/model.pt")
 METRICS, PLOT = Path("metrics/eval.json"), Path("metrics/eval_psnr_per_frame.png")
 MOTION_PLOT = Path("metrics/eval_motion_per_frame.png")
+PER_FRAME = Path("metrics/per_frame")  # one CSV per metric: frame, then a column per system (dvc plots)
 
 
 def load_samples():
@@ -145,6 +146,35 @@ def plot_psnr(per_frame: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def write_per_frame(metrics: dict, motion: dict, folder: Path) -> list[Path]:
+    """The per-frame curves as plot data DVC renders and compares across commits and experiments
+    (`dvc plots show` / `dvc plots diff`, dvc.yaml's top-level plots): ``folder/METRIC.csv`` with a
+    `frame` column (5..16) and one column per system. PSNR and SSIM for every system; the motion
+    metric's centroid error, objects found and object PSNR where the source is synthetic."""
+    from vqvp_core.atomic import write_text
+
+    tables = {}
+    if motion.get("available"):
+        tables = {m: motion["per_frame"][m] for m in ("psnr", "ssim", "centroid_error_px", "found", "object_psnr")}
+        frames = motion["frames"]
+    else:
+        tables = {"psnr": metrics["psnr_per_frame"], "ssim": metrics["ssim_per_frame"]}
+        frames = list(range(GIVEN + 1, GIVEN + 1 + len(next(iter(tables["psnr"].values())))))
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, per_system in tables.items():
+        systems = sorted(per_system)
+        rows = [",".join(["frame", *systems])]
+        for i, frame in enumerate(frames):
+            cells = ["" if per_system[s][i] is None else f"{per_system[s][i]:.6g}" for s in systems]
+            rows.append(",".join([str(frame), *cells]))
+        write_text(folder / f"{name}.csv", "\n".join(rows) + "\n")
+        written.append(folder / f"{name}.csv")
+    for stale in set(folder.glob("*.csv")) - set(written):  # a metric no longer computed
+        stale.unlink()
+    return written
+
+
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.eval.motion import headline, plot_per_frame, summary
     from vqvp_core.train.loop import resolve_device
@@ -171,6 +201,7 @@ def _body(ctx: StageContext, args) -> None:
     write_metrics(METRICS, metrics)
     plot_psnr(metrics["psnr_per_frame"], PLOT)
     plot_per_frame(motion if motion["available"] else {"frames": [], "per_frame": {}}, MOTION_PLOT)
+    write_per_frame(metrics, motion, PER_FRAME)
     ctx.log_metrics({f"{m}/{k}": v for m in ("psnr", "ssim") for k, v in metrics[m].items()})
     ctx.log_metrics({**{f"{m}/model_minus_copy_last": metrics[f"{m}_model_minus_copy_last"]["value"]
                         for m in ("psnr", "ssim")}, **(headline(motion) if motion["available"] else {})})

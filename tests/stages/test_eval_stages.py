@@ -1,6 +1,7 @@
 """evaluate and package_human_eval after a tiny sample run, and the human-eval commands."""
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,39 @@ def test_evaluate_without_i3d_weights_reports_everything_else(sampled):
     assert motion["found"]["model_best"]["value"] >= motion["found"]["model"]["value"]
     assert motion["constants"]["found_area_ratio"] == [0.5, 2.0]
     assert (sampled / "metrics/eval_motion_per_frame.png").stat().st_size > 0
+    # the same curves as plot data for `dvc plots` (one CSV per metric, a column per system)
+    import pandas as pd
+
+    for fig in ("psnr", "ssim", "centroid_error_px", "found", "object_psnr"):
+        table = pd.read_csv(sampled / f"metrics/per_frame/{fig}.csv")
+        assert list(table["frame"]) == list(range(5, 17)) and set(table.columns) == {"frame", *systems}
+        assert np.allclose(table["model"], motion["per_frame"][fig]["model"], atol=1e-4, equal_nan=True)
+
+
+def test_dvc_plots_show_renders_the_per_frame_curves(sampled, tmp_path):
+    """The top-level plots of the project's dvc.yaml, read by a real `dvc plots show`."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import BIN
+
+    if not (sampled / "metrics/per_frame/psnr.csv").exists():
+        assert evaluate.main(args()) == 0
+    repo = tmp_path / "repo"
+    shutil.copytree(sampled / "metrics/per_frame", repo / "metrics/per_frame")
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"plots": spec["plots"]}, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=repo, check=True)
+    out = subprocess.run([str(BIN / "dvc"), "plots", "show", "--json"], cwd=repo, check=True,
+                         capture_output=True, text=True).stdout
+    shown = json.loads(out)["data"]  # {title: [vega specs with the rows]}
+    titles = set(shown)
+    assert {"PSNR per predicted frame (dB)", "objects found per predicted frame"} <= titles, titles
+    text = json.dumps(shown)
+    assert "copy_last_frame" in text and "constant_velocity" in text
 
 
 def test_psnr_and_ssim_agree_with_scikit_image(sampled):
