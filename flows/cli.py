@@ -118,6 +118,7 @@ def _print_where(ran: list[str]) -> None:
 
 def cmd_stage(args) -> int:
     from stages import stage_main
+    from vqvp_core.dag import DagError
 
     if args.stage is None:
         return _stage_help(args.stage_list)
@@ -125,6 +126,9 @@ def cmd_stage(args) -> int:
         main = stage_main(args.stage)
     except KeyError as exc:
         print(f"vqvp: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except DagError as exc:
+        print(f"vqvp stage: {exc} (run stages in a vqvp project, or set VQVP_WORKDIR to one)", file=sys.stderr)
         return 2
     return main(args.stage_args)  # everything after the name is the stage's own (vqvp stage NAME -h)
 

@@ -7,27 +7,14 @@ what the stages share.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 
 def stage_main(name: str):
-    from vqvp_core.dag import DagError, stages
+    """The `main` of stage `name`; KeyError for a name dvc.yaml does not list (DagError without a
+    dvc.yaml: a stage runs in a project, or with $VQVP_WORKDIR naming one)."""
+    from vqvp_core.dag import stages
 
-    try:
-        known = stages()
-    except DagError:  # a workspace without the project's dvc.yaml: a stage module of this package
-        module = _stage_module(name)
-        if module is None:
-            raise KeyError(f"unknown stage {name!r} (and no dvc.yaml here to list the stages)") from None
-        return module.main
+    known = stages()
     if name not in known:
         raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(known)}")
     return importlib.import_module(f"stages.{name}").main
-
-
-def _stage_module(name: str):
-    """stages.NAME if it is a stage (its docstring starts 'Stage `NAME`'), else None."""
-    if not name.isidentifier() or importlib.util.find_spec(f"stages.{name}") is None:
-        return None
-    module = importlib.import_module(f"stages.{name}")
-    return module if (module.__doc__ or "").startswith(f"Stage `{name}`") and hasattr(module, "main") else None

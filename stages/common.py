@@ -174,13 +174,9 @@ def run_stage(name: str, argv: list[str] | None, description: str,
         return EXIT_BAD_PARAMS
     _watch_flow(name)
     from stages.gpu_slot import acquire as gpu_slot
-    from vqvp_core.dag import DagError, placement
+    from vqvp_core.dag import placement
 
-    try:
-        on_gpu = placement(name) == "gpu" and "LOCAL_RANK" not in os.environ
-    except DagError as exc:  # a bare workspace: nothing says where the stage belongs
-        _say(f"{exc}; running {name} without a GPU slot")
-        on_gpu = False
+    on_gpu = placement(name) == "gpu" and "LOCAL_RANK" not in os.environ
     placed = gpu_slot(name, say=_say) if on_gpu else nullcontext()
     with placed:
         if nproc > 1:

@@ -30,13 +30,6 @@ MOTION_PLOT = Path("metrics/eval_motion_per_frame.png")
 PER_FRAME = Path("metrics/per_frame")  # one CSV per metric: frame, then a column per system (dvc plots)
 
 
-def load_samples():
-    """(predictions, originals, manifest) of data/samples against data/clips."""
-    from vqvp_core.sampling.samples import load_samples as load
-
-    return load(SAMPLES, CLIPS)
-
-
 def load_draws(preds):
     """Every draw (S, N, 16, H, W, 3) from data/samples/draws.npz; predictions.npy alone when absent."""
     import numpy as np
@@ -153,7 +146,6 @@ def write_per_frame(metrics: dict, motion: dict, folder: Path) -> list[Path]:
     metric's centroid error, objects found and object PSNR where the source is synthetic."""
     from vqvp_core.atomic import write_text
 
-    tables = {}
     if motion.get("available"):
         tables = {m: motion["per_frame"][m] for m in ("psnr", "ssim", "centroid_error_px", "found", "object_psnr")}
         frames = motion["frames"]
@@ -177,13 +169,14 @@ def write_per_frame(metrics: dict, motion: dict, folder: Path) -> list[Path]:
 
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.eval.motion import headline, plot_per_frame, summary
+    from vqvp_core.sampling.samples import load_samples
     from vqvp_core.train.loop import resolve_device
 
     p = ctx.params.evaluate
     device = resolve_device(p.device)
     for path in (SAMPLES, Path("models/vqvae")):
         log_dataset(ctx, path, context="evaluation")
-    preds, originals, manifest = load_samples()
+    preds, originals, manifest = load_samples(SAMPLES, CLIPS)
     recons = reconstruct(originals, device)
     stats = json.loads((SAMPLES / "stats.json").read_text())
     frames, ssims = frame_metrics(preds, originals, recons, p.seed)

@@ -100,11 +100,12 @@ def test_psnr_and_ssim_agree_with_scikit_image(sampled):
     """evaluate's split PSNR and SSIM, recomputed from the saved arrays by an independent
     implementation (scikit-image: Gaussian window sigma 1.5, population covariance, data range 255)."""
     skimage_metrics = pytest.importorskip("skimage.metrics")
-    from stages.evaluate import load_samples
+    from stages.evaluate import CLIPS, SAMPLES
+    from vqvp_core.sampling.samples import load_samples
 
     assert evaluate.main(args()) == 0
     metrics = json.loads((sampled / "metrics/eval.json").read_text())
-    preds, originals, _ = load_samples()
+    preds, originals, _ = load_samples(SAMPLES, CLIPS)
     given = metrics["given_frames"]
     last = np.repeat(originals[:, given - 1:given], originals.shape[1] - given, axis=1)
     for name, video in (("model", preds[:, given:]), ("copy_last_frame", last)):

@@ -70,7 +70,7 @@ def test_a_missing_dvc_yaml_says_where_it_looked(tmp_path):
         dag.stages(tmp_path)
 
 
-def test_the_flow_tags_and_the_stage_slot_follow_the_placement(tmp_path, monkeypatch):
+def test_the_flow_tags_follow_the_placement(tmp_path):
     from flows.pipeline import GPU_TAG, stage_task
 
     repo = write(tmp_path / "r", TOY)
@@ -95,15 +95,12 @@ def test_commands_that_need_no_pipeline_work_without_a_dvc_yaml(tmp_path, monkey
     assert dag.stages()[0] == "ingest" and dag.placement("sample") == "gpu"
 
 
-def test_a_bare_workspace_runs_stage_modules_without_a_gpu_slot(tmp_path, monkeypatch):
-    from stages import stage_main
+def test_a_stage_outside_any_project_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from flows.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dag, "_CHECKOUT", tmp_path / "nowhere")
     monkeypatch.delenv("VQVP_WORKDIR", raising=False)
-    from stages import ingest
-
-    assert stage_main("ingest") is ingest.main
-    for not_a_stage in ("common", "training", "gpu_slot", "nope", "../x"):
-        with pytest.raises(KeyError, match="no dvc.yaml here"):
-            stage_main(not_a_stage)
+    assert main(["stage", "ingest"]) == 2
+    err = capsys.readouterr().err
+    assert "dvc.yaml not found" in err and "VQVP_WORKDIR" in err

@@ -49,7 +49,6 @@ from vqvp_core.human_eval.store import judgments_path
 
 __all__ = ["analyze", "format_table", "wilson_interval", "load_judgments", "RESULTS_NAME"]
 
-DB_NAME = "judgments.sqlite"
 RESULTS_NAME = "results.csv"
 INDIFFERENT = "Indifferent"
 TOTAL = "Total judgements"

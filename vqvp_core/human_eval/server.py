@@ -54,11 +54,11 @@ from starlette.concurrency import run_in_threadpool
 from vqvp_core.human_eval.api import Judgment, Next, Progress, Stored, Study, responses
 from vqvp_core.human_eval.guard import RateLimiter, client_key, cross_site_reason, origin_of, with_header_timeout
 from vqvp_core.human_eval.package import load_pairs, load_study
+from vqvp_core.human_eval.store import LEGACY_NAME as DB_NAME
 from vqvp_core.human_eval.store import judgments_path, open_db, rater_for_token
 
 __all__ = ["create_app", "serve", "open_db", "DB_NAME"]
 
-DB_NAME = "judgments.sqlite"
 BODY_READ_TIMEOUT_S = 10.0  # a client that sends its (<= 4 KB) body slower than this gets 408
 HEADER_TIMEOUT_S = 10.0  # ... and its request line and headers slower than this: connection closed
 FAILED_AUTH_COST = 10.0  # a request with a wrong token spends this many of the client's rate tokens
@@ -90,8 +90,17 @@ def _error(status: int, detail, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def _invalid(loc: list, msg: str, kind: str) -> JSONResponse:
-    return _error(422, [{"loc": loc, "msg": msg, "type": kind}])
+def _invalid(errors, prefix: tuple = ()) -> JSONResponse:
+    """422 in FastAPI's documented shape, from pydantic-style errors (dicts with loc, msg, type)."""
+    return _error(422, [{"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors])
+
+
+def _client(request: Request) -> str:
+    return client_key(request.client.host if request.client else None)
+
+
+def _retry_after(wait: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(wait)))}
 
 
 def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
@@ -140,9 +149,9 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         """The invited rater this request's bearer token belongs to; 401 otherwise."""
         rater = rater_for_token(db(), creds.credentials if creds else None)
         if rater is None:
-            wait = limiter.take(client_key(request.client.host if request.client else None), FAILED_AUTH_COST)  # guessing tokens is rate-limited hard
+            wait = limiter.take(_client(request), FAILED_AUTH_COST)  # guessing tokens is rate-limited hard
             if wait:
-                raise HTTPException(429, "too many requests", headers={"Retry-After": str(max(1, round(wait)))})
+                raise HTTPException(429, "too many requests", headers=_retry_after(wait))
             raise HTTPException(401, "a rater token is needed: open your invitation link",
                                 headers={"WWW-Authenticate": "Bearer"})
         return rater
@@ -164,13 +173,13 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        return _error(422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()])
+        return _invalid(exc.errors())
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        wait = limiter.take(client_key(request.client.host if request.client else None))
+        wait = limiter.take(_client(request))
         if wait:
-            response = _error(429, "too many requests", {"Retry-After": str(max(1, round(wait)))})
+            response = _error(429, "too many requests", _retry_after(wait))
         else:
             response = await call_next(request)
         response.headers.setdefault("Cache-Control", "no-store")
@@ -273,12 +282,11 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         except RecursionError:
             return _error(400, "body is nested too deeply")
         if not isinstance(data, dict):
-            return _invalid(["body"], "body must be a JSON object", "model_type")
+            return _invalid([{"loc": ["body"], "msg": "body must be a JSON object", "type": "model_type"}])
         try:
             j = Judgment.model_validate(data)
         except ValidationError as e:
-            return _error(422, [{"loc": ["body", *e_["loc"]], "msg": e_["msg"], "type": e_["type"]}
-                                for e_ in e.errors(include_url=False)])
+            return _invalid(e.errors(include_url=False), prefix=("body",))
         if j.pair_id not in pair_by_id:
             return _error(404, f"unknown pair {j.pair_id!r}")
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -100,11 +100,11 @@ def load_model(path: str | Path, kind: str | None = None, device: torch.device |
     if kind is not None and found is not None and found != kind:
         raise ModelFileError(f"{path} holds a {found} model, not a {kind}")
     kind = found or kind
+    if kind not in kinds():
+        raise ModelFileError(f"{path}: unknown model kind {kind!r}: expected one of {', '.join(kinds())}")
     try:
         model = build_model(kind, obj["config"])
         model.load_state_dict(obj["state_dict"])
     except (TypeError, ValueError, RuntimeError) as e:
-        if isinstance(e, ModelFileError):
-            raise
         raise ModelFileError(f"{path}: its config or weights do not build a {kind}: {e}") from e
     return model.to(device).eval()
