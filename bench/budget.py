@@ -43,16 +43,16 @@ def _latent_items(n: int, cfg, vq) -> list[dict]:
 
 def stages(params):
     """(stage, build_model, step_fn, dataset, train dict) for each training stage, as the stages build them."""
-    from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig
-    from vqvp_core.models.top_prior import TopPrior, TopPriorConfig
-    from vqvp_core.models.vqvae import VQVAE, VQVAEConfig
+    from vqvp_core.models.bottom_prior import BottomPrior
+    from vqvp_core.models.top_prior import TopPrior
+    from vqvp_core.models.vqvae import VQVAE
     from vqvp_core.train.objective import Objective, step_fn
 
-    vq = VQVAEConfig.from_dict(params.vqvae.model)
-    n = max(params.vqvae.train["batch_size"], params.top_prior.train["batch_size"], params.bottom_prior.train["batch_size"])
+    vq = params.vqvae.model
+    n = max(params.vqvae.train.batch_size, params.top_prior.train.batch_size, params.bottom_prior.train.batch_size)
     clips = [torch.randint(0, 256, (vq.frames, vq.size, vq.size, 3), dtype=torch.uint8) for _ in range(n)]
     latents = _latent_items(n, None, vq)
-    top, bottom = TopPriorConfig.from_dict(params.top_prior.model), BottomPriorConfig.from_dict(params.bottom_prior.model)
+    top, bottom = params.top_prior.model, params.bottom_prior.model
     return [
         ("train_vqvae", lambda: Objective(VQVAE(vq)), step_fn, clips, params.vqvae.train),
         ("train_top_prior", lambda: Objective(TopPrior(top)), step_fn, latents, params.top_prior.train),
@@ -60,10 +60,9 @@ def stages(params):
     ]
 
 
-def measure(build, step_fn, data, train: dict, time_steps: int) -> dict:
+def measure(build, step_fn, data, train: TrainConfig, time_steps: int) -> dict:
     """FLOPs of one step (and with time_steps, the median seconds of that many more)."""
-    cfg = TrainConfig.from_dict({**train, "steps": 1 + time_steps, "log_every": 1, "ckpt_every": 10**9,
-                                 "val_every": 10**9})
+    cfg = train.replace(steps=1 + time_steps, log_every=1, ckpt_every=10**9, val_every=10**9)
     torch.manual_seed(cfg.seed)
     seconds: list[float] = []
     last = [time.perf_counter()]
@@ -92,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, build, step_fn, data, train in stages(params):
         r = measure(build, step_fn, data, train, a.time_steps)
-        r.update(stage=name, steps=train["steps"], batch_size=train["batch_size"],
-                 flops=r["flops_per_step"] * train["steps"])
+        r.update(stage=name, steps=train.steps, batch_size=train.batch_size,
+                 flops=r["flops_per_step"] * train.steps)
         rows.append(r)
     total = sum(r["flops"] for r in rows)
     peak = None

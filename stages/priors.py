@@ -44,14 +44,14 @@ def baselines(train_codes, held_codes, n_codes: int) -> dict[str, float]:
             "baseline/unigram_bits": unigram_bits(torch.from_numpy(train_codes), torch.from_numpy(held_codes), n_codes)}
 
 
-def run_prior_stage(ctx, name: str, section: str, model_cls, cfg_cls, codes_key: str, first_predicted: int) -> None:
+def run_prior_stage(ctx, name: str, section: str, model_cls, codes_key: str, first_predicted: int) -> None:
     """The body of train_top_prior / train_bottom_prior: train with teacher forcing, evaluate bits
     per code on train and held-out clips against the uniform and unigram baselines, register."""
     from stages.common import rank
     from stages.training import Recipe, finish, train
 
     p = getattr(ctx.params, section)
-    cfg = cfg_cls.from_dict(p.model)
+    cfg = p.model
     train_set, split, held = splits()
     trained = train(ctx, Recipe(name, lambda: model_cls(cfg), p.train, train_set, held, INPUTS, {section}))
     if rank() != 0:

@@ -14,10 +14,10 @@ from stages.priors import run_prior_stage
 
 
 def _body(ctx: StageContext, args) -> None:
-    from vqvp_core.models.bottom_prior import BottomPrior, BottomPriorConfig
+    from vqvp_core.models.bottom_prior import BottomPrior
 
-    run_prior_stage(ctx, "train_bottom_prior", "bottom_prior", BottomPrior, BottomPriorConfig, "bottom",
-                    BottomPriorConfig.from_dict(ctx.params.bottom_prior.model).n_given)
+    run_prior_stage(ctx, "train_bottom_prior", "bottom_prior", BottomPrior, "bottom",
+                    ctx.params.bottom_prior.model.n_given)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,9 @@ from stages.priors import run_prior_stage
 
 
 def _body(ctx: StageContext, args) -> None:
-    from vqvp_core.models.top_prior import TopPrior, TopPriorConfig
+    from vqvp_core.models.top_prior import TopPrior
 
-    run_prior_stage(ctx, "train_top_prior", "top_prior", TopPrior, TopPriorConfig, "top", 1)
+    run_prior_stage(ctx, "train_top_prior", "top_prior", TopPrior, "top", 1)
 
 
 def main(argv: list[str] | None = None) -> int:

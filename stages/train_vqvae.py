@@ -72,10 +72,10 @@ def log_reconstructions(ctx: StageContext, clips, recon, fps: float) -> None:
 
 
 def _body(ctx: StageContext, args) -> None:
-    from vqvp_core.models.vqvae import VQVAE, VQVAEConfig
+    from vqvp_core.models.vqvae import VQVAE
 
     p = ctx.params.vqvae
-    cfg = VQVAEConfig.from_dict(p.model)
+    cfg = p.model
     split, val = held_out(ClipTensors)
     trained = train(ctx, Recipe("train_vqvae", lambda: VQVAE(cfg), p.train, ClipTensors("train"), val,
                                 [CLIPS], {"ingest", "vqvae"}))

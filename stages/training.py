@@ -169,7 +169,7 @@ class Recipe:
     """What a training stage trains (set up by the stage, run by :func:`train`)."""
     stage: str                          # train_vqvae, train_top_prior, train_bottom_prior
     build_model: Callable[[], Any]      # a registered vqvp model: it has config and loss(batch)
-    train_config: dict[str, Any]        # the params' TrainConfig dict
+    train_config: Any                   # the section's vqvp_core.train.config.TrainConfig
     train_set: Any                      # a Dataset of batch items the model's loss takes
     val_set: Any
     inputs: list[Path]                  # input folders: logged as MLflow datasets, in the fingerprint
@@ -199,12 +199,11 @@ def train(ctx: StageContext, recipe: Recipe) -> Trained:
     checkpoints/<stage>/ (resuming when the fingerprint matches)."""
     import torch
 
-    from vqvp_core.train.config import TrainConfig
     from vqvp_core.train.loop import Trainer
     from vqvp_core.train.objective import Objective, step_fn
 
     stage = recipe.stage
-    tcfg = TrainConfig.from_dict(recipe.train_config)
+    tcfg = recipe.train_config
     check_precision(stage, tcfg)  # before any data, checkpoint or model is touched
     for path in recipe.inputs:
         log_dataset(ctx, path)

@@ -4,19 +4,29 @@ The same schema serves the stage CLIs (`vqvp stage NAME -S key=value`), the Pref
 parameters (`vqvp run --preset tiny -S ...`) and the MLflow params (flattened dotted keys).
 A bad value fails here, before any work starts, with the key, the value and what was expected.
 
-Presets are partial dicts applied over the schema defaults: `tiny` (the embedded CPU default,
-64x64 frames) and `paper` (the paper's 256x256 configuration). `params.yaml` always holds the
-full, explicit values that DVC tracks; `vqvp run --preset NAME` rewrites it from the preset.
+Each section's model and training configs are the library's own classes (a model's config lives
+in its model file). Presets are data, one YAML file each in `vqvp_core/presets/` (`tiny`: the
+embedded CPU default, 64x64 frames; `tiny-long`: based on tiny, longer; `paper`: the paper's
+256x256 configuration), each a partial params file over the schema's defaults or over the preset
+it is `based_on`. `params.yaml` always holds the full, explicit values that DVC tracks;
+`vqvp run --preset NAME` rewrites it from the preset.
 """
 from __future__ import annotations
 
 import copy
-import importlib
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vqvp_core.clip import GIVEN_FRAMES
+from vqvp_core.configbase import CoreConfig
+from vqvp_core.data.synthetic import SyntheticConfig, SyntheticSource
+from vqvp_core.models.bottom_prior import BottomPriorConfig
+from vqvp_core.models.top_prior import TopPriorConfig
+from vqvp_core.models.vqvae import VQVAEConfig
+from vqvp_core.train.config import TrainConfig
 
 
 PARAMS_FILE = "params.yaml"
@@ -29,34 +39,6 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     # extra='forbid': a misspelt key is an error, not a silently ignored value.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
-
-
-class SyntheticParams(_Section):
-    """The embedded default source: moving digits and shapes (vqvp_core.data.synthetic).
-    Frame size and fps come from the ingest section."""
-
-    # 400 videos -> 1,200 clips (963 / 126 / 111 train / val / test): rendering is seconds, and the
-    # priors of the 30 TFLOP demo see each training clip about once, so they learn instead of
-    # overfitting (on 96 videos they overfit within ~300 steps); 111 test clips resolve the metrics.
-    n_videos: int = Field(400, ge=1, description="number of synthetic videos")
-    n_frames: int = Field(48, ge=1, description="frames per video; 48 gives 3 windows of 16")
-    objects: tuple[int, int] = Field((1, 3), description="objects per video, inclusive range")
-    kinds: Literal["digits", "shapes", "both"] = "both"
-    speed: tuple[float, float] = Field((0.5, 3.0), description="px/frame range (at 64x64)")
-    scale: tuple[float, float] = Field((0.25, 0.45), description="object height / frame size range")
-    background: Literal["black", "noise", "gradient"] = "black"
-    occlusions: bool = True
-    bounce: bool = True
-    static_fraction: float = Field(0.1, ge=0, le=1)
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _ranges(self) -> "SyntheticParams":
-        for name in ("objects", "speed", "scale"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}: min {lo} must be <= max {hi}")
-        return self
 
 
 class SplitParams(_Section):
@@ -103,7 +85,7 @@ class IngestParams(_Section):
     shard_size: int = Field(256, ge=1, description="clips per shard file (bounds the writer's memory)")
     workers: int = Field(0, ge=0, description="decoding processes; 0 = all cores")
     split: SplitParams = Field(default_factory=SplitParams)
-    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    synthetic: SyntheticSource = Field(default_factory=SyntheticSource)  # vqvp_core/data/synthetic.py
 
     @field_validator("size")
     @classmethod
@@ -120,60 +102,34 @@ class IngestParams(_Section):
             raise ValueError(f"each extension must start with '.', got {bad}")
         return v
 
-
-def _dataclass_dict(factory: str) -> Callable[[dict], dict]:
-    """A validator for a dict that builds a core dataclass (`module:Class`): it builds it (the
-    dataclass checks its own values, naming the field) and returns the full, normalised dict.
-    Missing keys take the dataclass defaults; unknown keys are errors."""
-
-    def check(value: dict) -> dict:
-        module, name = factory.split(":")
-        cls = getattr(importlib.import_module(module), name)
-        return cls.from_dict(dict(value)).to_dict()
-
-    return check
+    @model_validator(mode="after")
+    def _synthetic_fits(self) -> "IngestParams":
+        try:  # the synthetic section at this frame size (speed <= size / 2)
+            SyntheticConfig.at(self.synthetic, self.size, self.fps)
+        except ValueError as exc:
+            raise ValueError(f"synthetic: {exc}".replace("SyntheticConfig: ", "")) from None
+        return self
 
 
-TopPriorModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.top_prior:TopPriorConfig"))]
-BottomPriorModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.bottom_prior:BottomPriorConfig"))]
-VQVAEModelDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.models.vqvae:VQVAEConfig"))]
-TrainDict = Annotated[dict[str, Any], AfterValidator(_dataclass_dict("vqvp_core.train.config:TrainConfig"))]
+M = TypeVar("M", bound=CoreConfig)
 
 
-# The `tiny` recipe (make demo), sized in FLOPs for a 2-core AVX2 CPU (30 TFLOP of training in all,
-# most of it for the bottom prior; bench/budget.py). Each value's measured reason: README, 'The demo's
-# recipe'. A VQ-VAE a seventh of VQ-VAE-2's widths with one residual block per stack (2.2 GFLOP per
-# clip and step instead of 37): at a fixed budget it reconstructs better than wider ones trained for
-# fewer steps; causal encoders (the given frames' codes are the clip's own first codes) and bottom
-# codes from the bottom features alone (no top-code noise in what the bottom prior predicts).
-TINY_VQVAE = dict(first_channels=16, channels=32, res_channels=16, n_res_blocks=1, embed_dim=16,
-                  causal_encoder=True, bottom_sees_top=False)
-TINY_VQVAE_TRAIN = dict(steps=600, batch_size=4, lr=4e-3, warmup_steps=20, precision="auto", ckpt_every=200,
-                        val_every=600, log_every=10, max_val_batches=4)
+class TrainingStageParams(_Section, Generic[M]):
+    """What every training stage's section holds: its model's config (the class the model file
+    owns), the one training loop's TrainConfig, the final evaluation's size and the MLflow
+    registered model it becomes. Unset fields take the preset's values (vqvp_core/presets/)."""
 
-
-class TrainingStageParams(_Section):
-    """What every training stage's section holds (one schema; each stage's class below only gives
-    its model's config type and its defaults): the model's config, the shared loop's TrainConfig,
-    the final evaluation's size, and the MLflow registered model it becomes."""
-
-    model: dict[str, Any]
-    train: TrainDict
+    model: M
+    train: TrainConfig = Field(default_factory=TrainConfig)
     eval_clips: int = Field(16, ge=1, description="clips per split for the final evaluation")
     register_as: str = Field(min_length=1, description="MLflow registered model name")
     alias: str = Field("candidate", min_length=1, description="alias set on the new model version")
 
 
-class VQVAEParams(TrainingStageParams):
-    """train_vqvae: the model (vqvp_core.models.vqvae.VQVAEConfig) and its training
-    (vqvp_core.train.config.TrainConfig); see README, 'train_vqvae'."""
+class VQVAEParams(TrainingStageParams[VQVAEConfig]):
+    """train_vqvae: the model (vqvp_core/models/vqvae.py) and its training; README, 'train_vqvae'."""
 
-    model: VQVAEModelDict = Field(default_factory=lambda: dict(TINY_VQVAE))
-    # precision auto (vqvp_core/train/precision.py): bf16 autocast where the device runs it
-    # natively (CUDA; a CPU with AMX or AVX512-BF16), fp32 elsewhere (an AVX2 CPU would emulate
-    # bf16, 50x+ slower). The tiny budget: 600 steps of 4 clips, 4.9 TFLOP (bench/budget.py); at
-    # this budget more, smaller steps beat fewer large ones (README, 'The demo's recipe')
-    train: TrainDict = Field(default_factory=lambda: dict(TINY_VQVAE_TRAIN))
+    model: VQVAEConfig = Field(default_factory=VQVAEConfig)
     eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
     register_as: str = Field("vqvp-vqvae", min_length=1, description="MLflow registered model name")
     log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
@@ -187,36 +143,17 @@ class LatentsParams(_Section):
     cond_frames: int = Field(4, ge=1, description="given frames; the paper conditions on 4 and predicts 12")
 
 
-def _tiny_prior(module: str, name: str, **recipe: Any) -> Callable[[], dict]:
-    return lambda: {**getattr(importlib.import_module(module), name).tiny().to_dict(), **recipe}
-
-
-# The tiny recipe's bottom prior: a third of BottomPriorConfig.tiny()'s FLOPs per clip (5.2 vs 16.0
-# GFLOP, 0.6 M parameters), trained three times as many steps: at one budget it reaches lower
-# held-out bits (2.34 vs 2.65; README, 'The demo's recipe'). Attention every 3 of 6 layers.
-TINY_BOTTOM_PRIOR = dict(channels=32, n_layers=6, attn_every=3, attn_channels=32, out_hidden=64, embed_dim=16,
-                         cond_channels=48, cond_res_hidden=24)
-
-
-class TopPriorParams(TrainingStageParams):
+class TopPriorParams(TrainingStageParams[TopPriorConfig]):
     """train_top_prior: the 3D PixelCNN over the top codes of the 3 predicted steps."""
 
-    model: TopPriorModelDict = Field(default_factory=_tiny_prior("vqvp_core.models.top_prior", "TopPriorConfig"))
-    train: TrainDict = Field(default_factory=lambda: dict(
-        steps=30, batch_size=8, lr=1e-3, warmup_steps=10, ckpt_every=30, val_every=30, log_every=10,
-        max_val_batches=2))  # the tiny demo's budget: 0.7 TFLOP; with causal encoders the top codes carry
-    # almost nothing the given frames do not fix (held-out 0.16 bits per code after 30 steps)
+    model: TopPriorConfig = Field(default_factory=TopPriorConfig)
     register_as: str = Field("vqvp-top-prior", min_length=1, description="MLflow registered model name")
 
 
-class BottomPriorParams(TrainingStageParams):
+class BottomPriorParams(TrainingStageParams[BottomPriorConfig]):
     """train_bottom_prior: the 2D PixelCNN over one bottom slice, with its 3D conditioning stack."""
 
-    model: BottomPriorModelDict = Field(
-        default_factory=_tiny_prior("vqvp_core.models.bottom_prior", "BottomPriorConfig", **TINY_BOTTOM_PRIOR))
-    train: TrainDict = Field(default_factory=lambda: dict(
-        steps=300, batch_size=4, lr=2e-3, warmup_steps=10, ckpt_every=100, val_every=300, log_every=10,
-        max_val_batches=2))  # the tiny demo's budget: 6.2 TFLOP (bench/budget.py)
+    model: BottomPriorConfig = Field(default_factory=BottomPriorConfig)
     register_as: str = Field("vqvp-bottom-prior", min_length=1, description="MLflow registered model name")
 
 
@@ -225,10 +162,8 @@ class SampleParams(_Section):
 
     count: int = Field(128, ge=1, description="test clips to predict (fewer if the split is smaller); "
                        "the demo's 111 test clips resolve differences of a few tenths of a dB")
-    # tiny: 0.4. The demo's undertrained bottom prior draws coherent blobs at a low temperature and
-    # noise at 1.0 (111 test clips, 2 draws: one draw 12.88 dB at 0.4, 12.84 at 0.7, 12.62 at 1.0;
-    # README, 'The demo's recipe'); the paper and tiny-long presets keep the paper's 1.0
-    temperature: float = Field(0.4, ge=0, description="the paper's samples use 1.0 and 1.2; 0 = greedy")
+    temperature: float = Field(1.0, ge=0, description="the paper's samples use 1.0 and 1.2; 0 = greedy "
+                               "(the tiny preset: 0.4)")
     top_k: int | None = Field(None, ge=1, description="sample among the k most likely codes; null = all")
     seed: int = Field(0, ge=0)
     samples_per_clip: int = Field(4, ge=1, description=(
@@ -313,7 +248,7 @@ class FlowParams(_Section):
 class Params(_Section):
     """The whole `params.yaml`. Each stage reads its own section (and `preset`)."""
 
-    preset: Literal["tiny", "tiny-long", "paper"] = "tiny"
+    preset: str = Field("tiny", description="the preset (vqvp_core/presets/NAME.yaml) unset values come from")
     ingest: IngestParams = Field(default_factory=IngestParams)
     vqvae: VQVAEParams = Field(default_factory=VQVAEParams)
     extract_latents: LatentsParams = Field(default_factory=LatentsParams)
@@ -324,91 +259,56 @@ class Params(_Section):
     human_eval: HumanEvalParams = Field(default_factory=HumanEvalParams)
     flow: FlowParams = Field(default_factory=FlowParams)
 
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in preset_names():
+            raise ValueError(f"expected one of {preset_names()} (files in vqvp_core/presets/)")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _derived_agree(cls, data: Any) -> Any:
         """The VQ-VAE is built for the clips ingest makes: vqvae.model.size / frames are ingest.size /
         clip_len, one value each (set them in ingest; params.yaml does not repeat them). Given in
-        vqvae.model as well, they must agree: a contradiction is an error naming both keys (before,
-        vqvae.model's were silently replaced by ingest's)."""
-        if not isinstance(data, dict) or not isinstance(data.get("vqvae"), dict) \
-                or not isinstance(data["vqvae"].get("model"), dict):
+        vqvae.model as well, they must agree: a contradiction is an error naming both keys."""
+        if not isinstance(data, dict):
             return data
         ingest = data.get("ingest") if isinstance(data.get("ingest"), dict) else {}
-        model = dict(data["vqvae"]["model"])
+        vqvae = data.get("vqvae", {})
+        if not isinstance(vqvae, dict) or not isinstance(vqvae.get("model", {}), dict):
+            return data
+        model = dict(vqvae.get("model", {}))
         for key, other in (("size", "size"), ("frames", "clip_len")):
-            if key in model:
-                want = ingest.get(other, IngestParams.model_fields[other].default)
-                if model[key] != want:
-                    raise ValueError(f"vqvae.model.{key} = {model[key]!r} contradicts ingest.{other} = {want!r}: "
-                                     f"the VQ-VAE is built for the clips ingest makes; set ingest.{other} only")
-                del model[key]
-        return {**data, "vqvae": {**data["vqvae"], "model": model}}
+            want = ingest.get(other, IngestParams.model_fields[other].default)
+            if key in model and model[key] != want:
+                raise ValueError(f"vqvae.model.{key} = {model[key]!r} contradicts ingest.{other} = {want!r}: "
+                                 f"the VQ-VAE is built for the clips ingest makes; set ingest.{other} only")
+            model[key] = want
+        return {**data, "vqvae": {**vqvae, "model": model}}
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "Params":
         model, top, bottom = self.vqvae.model, self.top_prior.model, self.bottom_prior.model
-        from vqvp_core.clip import GIVEN_FRAMES
-
-        model["size"], model["frames"] = self.ingest.size, self.ingest.clip_len  # derived (above)
         if self.ingest.clip_len <= GIVEN_FRAMES:
             raise ValueError(f"ingest.clip_len = {self.ingest.clip_len} must be > the {GIVEN_FRAMES} given frames")
-        for key, value, want in (("top_prior.model.n_codes", top["n_codes"], model["n_codes"]),
-                                 ("top_prior.model.n_codes_bottom", top["n_codes_bottom"], model["n_codes"]),
-                                 ("bottom_prior.model.n_codes", bottom["n_codes"], model["n_codes"]),
-                                 ("bottom_prior.model.n_codes_top", bottom["n_codes_top"], model["n_codes"]),
-                                 ("top_prior.model.pred_steps", top["pred_steps"], (model["frames"] - GIVEN_FRAMES) // 4),
-                                 ("bottom_prior.model.n_steps", bottom["n_steps"], model["frames"] // 2),
-                                 ("bottom_prior.model.n_given", bottom["n_given"], 2)):
+        for key, value, want in (("top_prior.model.n_codes", top.n_codes, model.n_codes),
+                                 ("top_prior.model.n_codes_bottom", top.n_codes_bottom, model.n_codes),
+                                 ("bottom_prior.model.n_codes", bottom.n_codes, model.n_codes),
+                                 ("bottom_prior.model.n_codes_top", bottom.n_codes_top, model.n_codes),
+                                 ("top_prior.model.pred_steps", top.pred_steps, (model.frames - GIVEN_FRAMES) // 4),
+                                 ("bottom_prior.model.n_steps", bottom.n_steps, model.frames // 2),
+                                 ("bottom_prior.model.n_given", bottom.n_given, 2)):
             if value != want:
                 raise ValueError(f"{key} = {value} must be {want} to match vqvae.model "
-                                 f"(n_codes {model['n_codes']}, frames {model['frames']}, {GIVEN_FRAMES} given frames)")
+                                 f"(n_codes {model.n_codes}, frames {model.frames}, {GIVEN_FRAMES} given frames)")
         if self.extract_latents.cond_frames != GIVEN_FRAMES:  # the VQ-VAE's encode_cond takes exactly these
             raise ValueError(f"extract_latents.cond_frames = {self.extract_latents.cond_frames}: the model conditions "
                              f"on exactly {GIVEN_FRAMES} given frames (vqvp_core/clip.py), as the paper does")
         return self
 
 
-# Presets: partial values over the schema defaults (which are the `tiny` values).
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"preset": "tiny"},
-    # The tiny models at a longer CPU budget (about an hour on 2 cores): the README's prediction-quality
-    # figures. At the demo's budget the bottom prior has seen 400 clips and its samples dissolve;
-    # here it sees 12,000 (1,173 training clips, ~10 epochs).
-    "tiny-long": {
-        "preset": "tiny-long",
-        "ingest": {"synthetic": {"n_videos": 480}},  # 1,440 clips: ~5x the demo's, ~10 s to render
-        # causal encoders: the conditioning codes are the clip's own first codes (no seam between
-        # given and predicted slices); bottom codes from the bottom features only: they no longer
-        # vary with the top codes, which the decoder barely uses at this size (README, 'VQ-VAE')
-        # the networks its README figures were measured with (the demo's before the 30 TFLOP recipe):
-        # VQ-VAE-2's widths, 900 steps of 8 (the bottom prior's widths: _tiny_long_models)
-        "vqvae": {"model": {"causal_encoder": True, "bottom_sees_top": False, "first_channels": 64,
-                            "channels": 128, "res_channels": 64, "n_res_blocks": 2, "embed_dim": 64},
-                  "train": {"steps": 900, "batch_size": 8, "lr": 1e-3, "ckpt_every": 300, "val_every": 300,
-                            "fused_optimizer": False}},
-        "top_prior": {"train": {"steps": 600, "ckpt_every": 200, "val_every": 200}},
-        "bottom_prior": {"train": {"steps": 1500, "batch_size": 8, "lr": 1e-3, "ckpt_every": 250,
-                                   "val_every": 250}},
-        "sample": {"count": 120, "temperature": 1.0, "samples_per_clip": 8},  # the whole test split
-    },
-    "paper": {
-        "preset": "paper",
-        # 256x256 frames at Kinetics' usual 25 fps, as in the paper (section 3.1).
-        "ingest": {"source": "kinetics.csv", "size": 256, "fps": 25.0, "shard_size": 64,
-                   # if synthetic data is used at 256x256, keep motion the same relative to the frame
-                   "synthetic": {"speed": (2.0, 12.0)}},
-        # the paper: batch 16, 1M iterations (section 4); the model is VQVAEConfig.paper() (_paper_models)
-        "vqvae": {"train": {"steps": 1_000_000, "batch_size": 16, "lr": 3e-4, "warmup_steps": 1000,
-                            "ckpt_every": 5000, "val_every": 5000, "log_every": 100, "max_val_batches": 16}},
-        "sample": {"temperature": 1.0, "samples_per_clip": 8, "batch_size": 16},  # the paper's temperature
-        "flow": {"stage_timeout_s": 14 * 24 * 3600},  # 1M training steps take days on GPUs
-    },
-}
-
-
-# Presets that are another preset plus their own values (every other value is the base's).
-_BASED_ON = {"tiny-long": "tiny"}
+PRESETS_DIR = Path(__file__).parent / "presets"
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -422,33 +322,35 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _paper_models() -> dict[str, Any]:
-    """The paper's models, whole (none of the tiny recipe's values leak in): the VQ-VAE of
-    VQVAEConfig.paper() (twice VQ-VAE-2's widths, EMA decay 0.99), the prior sizes (VQ-VAE-2-like
-    widths, 20 layers, attention every 5) and batches (section 4: 512 top, 32 bottom)."""
-    from vqvp_core.models.bottom_prior import BottomPriorConfig
-    from vqvp_core.models.top_prior import TopPriorConfig
-    from vqvp_core.models.vqvae import VQVAEConfig
+def preset_names() -> list[str]:
+    """The presets: one YAML file each in vqvp_core/presets/."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
-    long_run = {"steps": 1_000_000, "lr": 3e-4, "warmup_steps": 1000, "ckpt_every": 5000, "val_every": 5000,
-                "log_every": 100, "max_val_batches": 16, "precision": "auto"}
-    return {"vqvae": {"model": VQVAEConfig.paper().to_dict()},
-            "top_prior": {"model": TopPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 512}},
-            "bottom_prior": {"model": BottomPriorConfig.paper().to_dict(), "train": {**long_run, "batch_size": 32}}}
+
+def _preset_file(name: str) -> dict[str, Any]:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        raise ConfigError(f"preset = {name!r}: expected one of {preset_names()} (files in {PRESETS_DIR})")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def preset_values(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's own values over those of the preset it is `based_on` (if any); every value it
+    does not give is the schema's default (the library's config classes' for models and training)."""
+    if name in _seen:
+        raise ConfigError(f"presets based on each other in a cycle: {' -> '.join(_seen + (name,))}")
+    data = _preset_file(name)
+    base = data.pop("based_on", None)
+    data = {**data, "preset": name}
+    return deep_merge(preset_values(base, _seen + (name,)), data) if base else data
 
 
 def preset_dict(name: str) -> dict[str, Any]:
-    if name not in PRESETS:
-        raise ConfigError(f"preset = {name!r}: expected one of {sorted(PRESETS)}")
-    data = PRESETS[name]
-    if name == "paper":
-        data = deep_merge(data, _paper_models())
-    if name == "tiny-long":  # its bottom prior: BottomPriorConfig.tiny() whole, not the demo's recipe
-        from vqvp_core.models.bottom_prior import BottomPriorConfig
-        data = deep_merge(data, {"bottom_prior": {"model": BottomPriorConfig.tiny().to_dict()}})
-    if name in _BASED_ON:  # a partial section is filled from the base preset, not from the
-        data = deep_merge(preset_dict(_BASED_ON[name]), data)  # config dataclasses' defaults
-    return without_derived(validate(data).model_dump(mode="json"))
+    """A preset's full, validated params (what `vqvp run --preset NAME` writes to params.yaml)."""
+    return without_derived(validate(preset_values(name)).model_dump(mode="json"))
 
 
 def without_derived(data: dict) -> dict:
@@ -511,6 +413,11 @@ def _format_errors(exc: ValidationError) -> str:
 
 
 def validate(data: dict) -> Params:
+    """Validate params; a key the data leaves out takes the value of its preset (`preset`, default
+    tiny), so a partial params.yaml means its preset plus the values it gives."""
+    name = data.get("preset", "tiny") if isinstance(data, dict) else "tiny"
+    if isinstance(data, dict) and isinstance(name, str) and name in preset_names():
+        data = deep_merge(preset_values(name), data)
     try:
         return Params.model_validate(data)
     except ValidationError as exc:

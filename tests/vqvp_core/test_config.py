@@ -2,13 +2,44 @@ import pytest
 import yaml
 
 from vqvp_core.config import (
-    PRESETS, ConfigError, Params, apply_overrides, dump_params, flatten, load_params, parse_override,
-    preset_dict, validate,
+    PRESETS_DIR, ConfigError, Params, apply_overrides, dump_params, flatten, load_params, parse_override,
+    preset_dict, preset_names, validate,
 )
 
+PRESETS = preset_names()
 
-def test_defaults_are_the_tiny_preset():
-    assert Params().model_dump() == validate(preset_dict("tiny")).model_dump()
+
+def test_presets_are_the_yaml_files():
+    assert PRESETS == sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")) and {"tiny", "tiny-long", "paper"} <= set(PRESETS)
+
+
+def test_no_params_file_means_the_tiny_preset():
+    assert load_params(None) == validate(preset_dict("tiny"))
+
+
+def test_a_partial_params_file_takes_its_presets_other_values(tmp_path):
+    """A key params.yaml leaves out is its preset's value, not a config class's default."""
+    path = tmp_path / "params.yaml"
+    path.write_text("preset: tiny-long\nvqvae:\n  model: {channels: 96}\n")
+    params, long = load_params(path), validate(preset_dict("tiny-long"))
+    assert params.vqvae.model.channels == 96
+    assert params.vqvae.model.replace(channels=long.vqvae.model.channels) == long.vqvae.model
+    assert params.bottom_prior == long.bottom_prior and params.sample == long.sample
+
+
+def test_preset_based_on_another_and_cycles(tmp_path, monkeypatch):
+    import vqvp_core.config as config
+
+    (tmp_path / "a.yaml").write_text("based_on: tiny\nsample: {temperature: 0.9}\n")
+    (tmp_path / "tiny.yaml").write_text((PRESETS_DIR / "tiny.yaml").read_text())
+    (tmp_path / "b.yaml").write_text("based_on: c\n")
+    (tmp_path / "c.yaml").write_text("based_on: b\n")
+    monkeypatch.setattr(config, "PRESETS_DIR", tmp_path)
+    a = validate(config.preset_values("a"))
+    assert a.preset == "a" and a.sample.temperature == 0.9
+    assert a.bottom_prior == validate(config.preset_values("tiny")).bottom_prior
+    with pytest.raises(ConfigError, match="cycle: b -> c -> b"):
+        config.preset_values("b")
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,8 +62,8 @@ def test_every_preset_trains_in_auto_precision(name):
 
 def test_paper_preset_uses_paper_frame_size():
     params = validate(preset_dict("paper"))
-    assert params.ingest.size == params.vqvae.model["size"] == 256
-    assert params.vqvae.train["batch_size"] == 16  # the paper's VQ-VAE batch
+    assert params.ingest.size == params.vqvae.model.size == 256
+    assert params.vqvae.train.batch_size == 16  # the paper's VQ-VAE batch
 
 
 def _diff(a, b, path=""):
@@ -49,7 +80,7 @@ def test_tiny_long_preset_is_tiny_plus_its_own_values_only():
     from vqvp_core.models.bottom_prior import BottomPriorConfig
 
     tiny, long = preset_dict("tiny"), preset_dict("tiny-long")
-    named = set(flatten(PRESETS["tiny-long"])) | {f"bottom_prior.model.{k}" for k in BottomPriorConfig.tiny().to_dict()}
+    named = {"preset"} | set(flatten(yaml.safe_load((PRESETS_DIR / "tiny-long.yaml").read_text()))) | {f"bottom_prior.model.{k}" for k in BottomPriorConfig.tiny().to_dict()}
     assert _diff(tiny, long) and _diff(tiny, long) <= named
     assert long["bottom_prior"]["model"] == BottomPriorConfig.tiny().to_dict()
     assert (long["vqvae"]["model"]["channels"], long["vqvae"]["train"]["steps"]) == (128, 900)
@@ -63,6 +94,11 @@ def test_paper_preset_takes_no_tiny_recipe_values():
     want = VQVAEConfig.paper().to_dict()
     assert (paper["ingest"]["size"], paper["ingest"]["clip_len"]) == (want.pop("size"), want.pop("frames"))
     assert paper["vqvae"]["model"] == want  # size and frames are ingest's (not repeated)
+    from vqvp_core.models.bottom_prior import BottomPriorConfig
+    from vqvp_core.models.top_prior import TopPriorConfig
+
+    assert paper["top_prior"]["model"] == TopPriorConfig.paper().to_dict()
+    assert paper["bottom_prior"]["model"] == BottomPriorConfig.paper().to_dict()
 
 
 def test_cli_offers_every_preset():
@@ -71,10 +107,14 @@ def test_cli_offers_every_preset():
     assert sorted(PRESET_NAMES) == sorted(PRESETS)
 
 
-def test_dataclass_sections_are_normalised_to_full_dicts():
-    params = load_params("/nonexistent.yaml", ["vqvae.model.channels=32"])
-    assert params.vqvae.model["channels"] == 32 and params.vqvae.model["n_codes"] == 512
-    assert params.vqvae.train["seed"] == 0  # filled from TrainConfig's defaults
+def test_model_and_train_sections_are_the_library_configs():
+    from vqvp_core.models.vqvae import VQVAEConfig
+    from vqvp_core.train.config import TrainConfig
+
+    params = load_params("/nonexistent.yaml", ["vqvae.model.channels=48"])
+    assert isinstance(params.vqvae.model, VQVAEConfig) and isinstance(params.vqvae.train, TrainConfig)
+    assert params.vqvae.model.channels == 48 and params.vqvae.model.n_codes == 512
+    assert params.vqvae.train.seed == 0  # TrainConfig's default (the tiny preset does not set it)
 
 
 @pytest.mark.parametrize("text, path, value", [
@@ -92,18 +132,18 @@ def test_parse_override(text, path, value):
 
 def test_overrides_apply_over_file(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text(dump_params(Params()))
+    path.write_text(dump_params(load_params(None)))
     params = load_params(path, ["ingest.size=128", "ingest.split.seed=7"])
-    assert params.vqvae.model["size"] == 128  # is ingest.size (params.yaml does not repeat it)
+    assert params.vqvae.model.size == 128  # is ingest.size (params.yaml does not repeat it)
     assert "size" not in yaml.safe_load(path.read_text())["vqvae"]["model"]
     agreeing = load_params(path, ["ingest.size=128", "vqvae.model.size=128"])  # given twice: must agree
-    assert agreeing.vqvae.model["size"] == 128
+    assert agreeing.vqvae.model.size == 128
     assert params.ingest.size == 128 and params.ingest.split.seed == 7
-    assert params.ingest.fps == Params().ingest.fps  # untouched values stay
+    assert params.ingest.fps == load_params(None).ingest.fps  # untouched values stay
 
 
-def test_missing_file_means_defaults(tmp_path):
-    assert load_params(tmp_path / "nope.yaml") == Params()
+def test_missing_file_means_the_tiny_preset(tmp_path):
+    assert load_params(tmp_path / "nope.yaml") == load_params(None)
 
 
 @pytest.mark.parametrize("override, key, expected", [
@@ -111,14 +151,15 @@ def test_missing_file_means_defaults(tmp_path):
     ("ingest.fps=-2", "ingest.fps = -2", "greater than 0"),
     ("ingest.fsp=3", "ingest.fsp", "unknown key"),
     ("ingest.stride=abc", "ingest.stride = 'abc'", "integer"),
-    ("preset=huge", "preset = 'huge'", "'tiny', 'tiny-long' or 'paper'"),
+    ("preset=huge", "preset = 'huge'", "expected one of ['paper', 'tiny', 'tiny-long']"),
     ("ingest.split.train=0.5", "ingest.split", "sum to 1"),
-    ("ingest.synthetic.objects=[3, 1]", "ingest.synthetic", "min 3 must be <= max 1"),
+    ("ingest.synthetic.objects=[3, 1]", "ingest.synthetic", "objects = [3, 1]: expected 1 <= min <= max <= 8"),
+    ("ingest.synthetic.speed=[1, 40]", "ingest: synthetic: speed = (1.0, 40.0)", "max <= size / 2 = 32"),
     ("ingest.extensions=[mp4]", "ingest.extensions", "must start with '.'"),
-    ("vqvae.model.channels=-1", "vqvae.model", "VQVAEConfig.channels must be a positive integer, got -1"),
+    ("vqvae.model.channels=-1", "vqvae.model", "VQVAEConfig.channels = -1: Input should be greater than or equal to 1"),
     ("vqvae.model.restart_sampling=worst", "vqvae.model",
-     "VQVAEConfig.restart_sampling must be 'uniform' or 'error', got 'worst'"),
-    ("vqvae.model.chanels=8", "vqvae.model", "unknown VQVAEConfig keys ['chanels']"),
+     "VQVAEConfig.restart_sampling = 'worst': Input should be 'uniform' or 'error'"),
+    ("vqvae.model.chanels=8", "vqvae.model", "unknown VQVAEConfig key 'chanels'"),
     ("vqvae.train.lr=0", "vqvae.train", "TrainConfig.lr = 0"),
     ("vqvae.train.schedule=step", "vqvae.train", "TrainConfig.schedule"),
     ("extract_latents.cond_frames=16", "extract_latents.cond_frames = 16", "exactly 4 given frames"),
@@ -162,7 +203,7 @@ def test_bad_yaml_file(tmp_path):
 
 
 def test_flatten_for_mlflow():
-    flat = flatten(Params().model_dump(mode="json"))
+    flat = flatten(load_params(None).model_dump(mode="json"))
     assert flat["ingest.size"] == 64 and flat["ingest.split.train"] == 0.8
     assert all(not isinstance(v, dict) or v == {} for v in flat.values())
 

@@ -69,8 +69,7 @@ def synthetic_config(params):
     """The generator's config from an `IngestParams`: its synthetic section at ingest's size/fps."""
     from vqvp_core.data.synthetic import SyntheticConfig
 
-    return SyntheticConfig(size=params.size, fps=max(1, round(params.fps)),
-                           **params.synthetic.model_dump())
+    return SyntheticConfig.at(params.synthetic, params.size, params.fps)
 
 
 def _clip_iter(item: VideoItem, params):

@@ -11,15 +11,16 @@ any process, in any order, gets byte-identical frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator, Field, model_validator
 
-__all__ = ["SyntheticConfig", "generate_video", "video_metadata", "object_tracks", "video_background",
+from vqvp_core.configbase import Bool, CoreConfig, Float, Int, NonNegativeInt, PositiveInt
+
+__all__ = ["SyntheticSource", "SyntheticConfig", "generate_video", "video_metadata", "object_tracks", "video_background",
            "render_video"]
 
-_KINDS = ("digits", "shapes", "both")
-_BACKGROUNDS = ("black", "noise", "gradient")
 _SHAPES = ("square", "circle", "triangle")
 _SUPERSAMPLE = 4  # 4x4 sub-pixel samples per pixel: smooth edges at a small cost
 
@@ -49,66 +50,56 @@ _PALETTE = np.array(
 ) / 255.0
 
 
-def _pair(name: str, value, lo: float, hi: float, integer: bool = False) -> tuple:
-    """Validate a (min, max) range; returns it as a tuple."""
-    kind = int if integer else (int, float)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)):
-        raise ValueError(f"SyntheticConfig.{name} must be a pair (min, max) of "
-                         f"{'integers' if integer else 'numbers'}, got {value!r}")
-    a, b = value
-    if not (lo <= a <= b <= hi):
-        raise ValueError(f"SyntheticConfig.{name} must satisfy {lo} <= min <= max <= {hi}, "
-                         f"got {value!r}")
-    return (a, b) if integer else (float(a), float(b))
+def _range(lo: float, hi: float | None = None):
+    """A (min, max) pair with lo <= min <= max (<= hi)."""
+
+    def check(pair: tuple) -> tuple:
+        a, b = pair
+        if not (lo <= a <= b and (hi is None or b <= hi)):
+            raise ValueError(f"expected {lo} <= min <= max{f' <= {hi}' if hi is not None else ''}")
+        return pair
+
+    return AfterValidator(check)
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    n_videos: int = 64
-    n_frames: int = 48  # several 16-frame windows per video
-    size: int = 64  # square frames of size x size pixels; 64 (tiny preset) to 256 (paper)
-    objects: tuple = (1, 3)  # objects per video, inclusive range
-    kinds: str = "both"  # 'digits' | 'shapes' | 'both'
-    speed: tuple = (0.5, 3.0)  # px/frame; < 0.5 is barely visible over 16 frames at 64x64
-    scale: tuple = (0.25, 0.45)  # object height as a fraction of size (Moving MNIST: 28/64)
-    background: str = "black"  # 'black' | 'noise' (static per video) | 'gradient'
-    seed: int = 0
-    occlusions: bool = True  # opaque objects in depth order; False: per-pixel max (transparent)
-    bounce: bool = True  # elastic bounces off the walls; False: wrap around (torus)
-    static_fraction: float = 0.1  # chance that an object does not move at all
-    fps: int = 8  # nominal; only written to the metadata
+class SyntheticSource(CoreConfig):
+    """What the synthetic videos show: the `ingest.synthetic` params section. The frame size and
+    rate are ingest's own (`SyntheticConfig` adds them)."""
 
-    def __post_init__(self):
-        for name, lo, hi in (("n_videos", 1, None), ("n_frames", 1, None), ("size", 16, 1024),
-                             ("seed", 0, None), ("fps", 1, 1000)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi and v > hi):
-                raise ValueError(f"SyntheticConfig.{name} must be an integer in "
-                                 f"[{lo}, {hi or 'inf'}], got {v!r}")
-        object.__setattr__(self, "objects", _pair("objects", self.objects, 1, 8, integer=True))
-        object.__setattr__(self, "speed", _pair("speed", self.speed, 0.0, self.size / 2))
-        object.__setattr__(self, "scale", _pair("scale", self.scale, 0.05, 0.8))
-        for name, allowed in (("kinds", _KINDS), ("background", _BACKGROUNDS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"SyntheticConfig.{name} must be one of {allowed}, "
-                                 f"got {getattr(self, name)!r}")
-        for name in ("occlusions", "bounce"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"SyntheticConfig.{name} must be a bool, "
-                                 f"got {getattr(self, name)!r}")
-        sf = self.static_fraction
-        if not isinstance(sf, (int, float)) or isinstance(sf, bool) or not 0.0 <= sf <= 1.0:
-            raise ValueError(f"SyntheticConfig.static_fraction must be a number in [0, 1], "
-                             f"got {sf!r}")
+    # 400 videos -> 1,200 clips (963 / 126 / 111 train / val / test): rendering is seconds, the
+    # priors of the demo see each training clip about once, so they learn instead of overfitting,
+    # and 111 test clips resolve the metrics (README, 'The demo's recipe')
+    n_videos: PositiveInt = 400
+    n_frames: PositiveInt = 48  # 48 gives 3 windows of 16
+    objects: Annotated[tuple[Int, Int], _range(1, 8)] = (1, 3)  # objects per video, inclusive range
+    kinds: Literal["digits", "shapes", "both"] = "both"
+    # px/frame at 64x64 (scale it with the frame); < 0.5 is barely visible over 16 frames
+    speed: Annotated[tuple[Float, Float], _range(0.0)] = (0.5, 3.0)
+    # object height as a fraction of the frame (Moving MNIST: 28/64)
+    scale: Annotated[tuple[Float, Float], _range(0.05, 0.8)] = (0.25, 0.45)
+    background: Literal["black", "noise", "gradient"] = "black"  # noise: static per video
+    occlusions: Bool = True  # opaque objects in depth order; False: per-pixel max (transparent)
+    bounce: Bool = True  # elastic bounces off the walls; False: wrap around (torus)
+    static_fraction: Annotated[Float, Field(ge=0, le=1)] = 0.1  # chance that an object does not move
+    seed: NonNegativeInt = 0
+
+
+class SyntheticConfig(SyntheticSource):
+    """Everything that renders a synthetic video: the source plus the frame geometry."""
+
+    size: Annotated[Int, Field(ge=16, le=1024)] = 64  # square frames of size x size pixels
+    fps: Annotated[Int, Field(ge=1, le=1000)] = 8  # nominal; only written to the metadata
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SyntheticConfig":
-        """Build from a params mapping; unknown keys raise ValueError naming them."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"SyntheticConfig: unknown field(s) {sorted(unknown)}")
-        return cls(**d)
+    def at(cls, source: SyntheticSource, size: int, fps: float) -> "SyntheticConfig":
+        """The source rendered at ingest's frame size and (whole, nominal) rate."""
+        return cls(**source.to_dict(), size=size, fps=max(1, round(fps)))
+
+    @model_validator(mode="after")
+    def _speed_fits(self) -> "SyntheticConfig":
+        if self.speed[1] > self.size / 2:
+            raise ValueError(f"speed = {self.speed}: expected max <= size / 2 = {self.size / 2:g} px/frame")
+        return self
 
 
 # ------------------------------------------------------------------------------------ planning

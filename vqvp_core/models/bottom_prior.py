@@ -21,12 +21,14 @@ all requested slices as one batch of B * len(slices).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
+from vqvp_core.configbase import Bool, CoreConfig, Float, NonNegativeInt, PositiveInt, odd_kernel
 from vqvp_core.models.blocks3d import channels_last_convs
 from vqvp_core.models.blocks3d import ResBlock
 from vqvp_core.models.pixelcnn import (
@@ -38,71 +40,58 @@ from vqvp_core.models.pixelcnn import (
 )
 
 
-@dataclass(frozen=True)
-class BottomPriorConfig:
-    n_codes: int = 512            # bottom codebook size (paper: 512 codes per level)
-    n_codes_top: int = 512        # top codebook size
-    n_steps: int = 8              # Tb: bottom slices per clip (= 2 * top steps)
-    n_given: int = 2              # slices given by the conditioning frames; 2..7 are generated
-    window: int = 4               # past bottom slices n-4..n-1 (paper appendix)
-    embed_dim: int = 128          # embedding of bottom codes (current slice and past window)
-    channels: int = 256           # width of the v and h stacks
-    n_layers: int = 20            # gated blocks (VQ-VAE-2's bottom prior: 20 layers)
-    kernel: int = 5               # VQ-VAE-2: filter size 5
-    first_kernel: int = 7         # Gated PixelCNN's 7x7 input conv
-    attn_every: int = 5           # attention every five layers (paper)
-    attn_heads: int = 8
-    attn_channels: int = 256
-    out_hidden: int = 512
-    dropout: float = 0.1          # VQ-VAE-2's priors use 0.1
+class BottomPriorConfig(CoreConfig):
+    n_codes: PositiveInt = 512  # bottom codebook size (paper: 512 codes per level)
+    n_codes_top: PositiveInt = 512  # top codebook size
+    n_steps: PositiveInt = 8  # Tb: bottom slices per clip (= 2 * top steps)
+    n_given: NonNegativeInt = 2  # slices given by the conditioning frames; 2..7 are generated
+    window: PositiveInt = 4  # past bottom slices n-4..n-1 (paper appendix)
+    embed_dim: PositiveInt = 128  # embedding of bottom codes (current slice and past window)
+    channels: PositiveInt = 256  # width of the v and h stacks
+    n_layers: PositiveInt = 20  # gated blocks (VQ-VAE-2's bottom prior: 20 layers)
+    kernel: PositiveInt = 5  # VQ-VAE-2: filter size 5
+    first_kernel: PositiveInt = 7  # Gated PixelCNN's 7x7 input conv
+    attn_every: PositiveInt = 5  # attention every five layers (paper)
+    attn_heads: PositiveInt = 8
+    attn_channels: PositiveInt = 256
+    out_hidden: PositiveInt = 512
+    dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.1  # VQ-VAE-2's priors use 0.1
     # Parallel scheduled sampling (Duckworth et al. 2019), a training-time choice of vqvp, not in
     # the paper: this fraction of the generated slices' input codes (the slice's own stream and the
     # past windows) is replaced by codes drawn from the model's own teacher-forced prediction, the
     # targets staying the true codes. Sampling conditions every slice on sampled ones; taught only
     # on true codes the prior compounds its errors (README, 'Prediction quality'). 0 = off.
-    scheduled_sampling: float = 0.0
-    top_embed_dim: int = 64
-    top_up_hidden: int = 256      # width inside the top upsampler (not in the paper)
-    top_up_channels: int = 1024   # paper appendix: top upsampled to 64x64x8x1024
-    past_channels: int = 256      # width of the past-window convs (not in the paper)
-    cond_channels: int = 256      # conditioning stack width
-    cond_res_blocks: int = 20     # VQ-VAE-2 bottom prior: 20 conditioning residual blocks
-    cond_res_hidden: int = 128
+    scheduled_sampling: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    top_embed_dim: PositiveInt = 64
+    top_up_hidden: PositiveInt = 256  # width inside the top upsampler (not in the paper)
+    top_up_channels: PositiveInt = 1024  # paper appendix: top upsampled to 64x64x8x1024
+    past_channels: PositiveInt = 256  # width of the past-window convs (not in the paper)
+    cond_channels: PositiveInt = 256  # conditioning stack width
+    cond_res_blocks: NonNegativeInt = 20  # VQ-VAE-2 bottom prior: 20 conditioning residual blocks
+    cond_res_hidden: PositiveInt = 128
     # conv kernels stored channels-last (models.blocks3d.channels_last_convs): oneDNN then stops
-    # reordering them on every call; bench/priors.py, tiny, 2 CPU cores: ~8% faster fp32 steps
-    channels_last: bool = True
+    # reordering them on every call (faster steps on CPUs: README, 'Benchmarks')
+    channels_last: Bool = True
 
-    def __post_init__(self):
-        positive = ("n_codes", "n_codes_top", "n_steps", "window", "embed_dim", "channels",
-                    "n_layers", "kernel", "first_kernel", "attn_heads", "attn_channels",
-                    "out_hidden", "top_embed_dim", "top_up_hidden", "top_up_channels",
-                    "past_channels", "cond_channels", "cond_res_hidden")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"bottom_prior.{name} = {getattr(self, name)}: expected >= 1")
-        for name in ("kernel", "first_kernel"):
-            if getattr(self, name) % 2 == 0 or getattr(self, name) < 3:
-                raise ValueError(f"bottom_prior.{name} = {getattr(self, name)}: expected an odd size >= 3")
+    @model_validator(mode="after")
+    def _consistent(self) -> "BottomPriorConfig":
+        odd_kernel(self.kernel, "kernel")
+        odd_kernel(self.first_kernel, "first_kernel")
         if self.n_steps % 2:
-            raise ValueError(f"bottom_prior.n_steps = {self.n_steps}: expected even (2 x top steps)")
-        if not 0 <= self.n_given < self.n_steps:
-            raise ValueError(f"bottom_prior.n_given = {self.n_given}: expected in [0, n_steps)")
-        if not 1 <= self.attn_every <= self.n_layers:
-            raise ValueError(f"bottom_prior.attn_every = {self.attn_every} with n_layers = "
+            raise ValueError(f"n_steps = {self.n_steps}: expected even (2 x top steps)")
+        if self.n_given >= self.n_steps:
+            raise ValueError(f"n_given = {self.n_given}: expected in [0, n_steps = {self.n_steps})")
+        if self.attn_every > self.n_layers:
+            raise ValueError(f"attn_every = {self.attn_every} with n_layers = "
                              f"{self.n_layers}: expected 1 <= attn_every <= n_layers")
         if self.attn_channels % self.attn_heads:
-            raise ValueError(f"bottom_prior.attn_channels = {self.attn_channels}: expected a "
+            raise ValueError(f"attn_channels = {self.attn_channels}: expected a "
                              f"multiple of attn_heads = {self.attn_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"bottom_prior.dropout = {self.dropout}: expected in [0, 1)")
-        if not 0.0 <= self.scheduled_sampling <= 1.0:
-            raise ValueError(f"bottom_prior.scheduled_sampling = {self.scheduled_sampling}: expected in [0, 1]")
-        if self.cond_res_blocks < 0:
-            raise ValueError(f"bottom_prior.cond_res_blocks = {self.cond_res_blocks}: expected >= 0")
         try:
             collapse_time_paddings(self.window)
         except ValueError as e:
-            raise ValueError(f"bottom_prior.window = {self.window}: {e}") from None
+            raise ValueError(f"window = {self.window}: {e}") from None
+        return self
 
     @property
     def pad_code(self) -> int:
@@ -120,17 +109,6 @@ class BottomPriorConfig:
                    attn_heads=4, attn_channels=64, out_hidden=128, dropout=0.0, top_embed_dim=32,
                    top_up_hidden=32, top_up_channels=64, past_channels=32, cond_channels=64,
                    cond_res_blocks=2, cond_res_hidden=32)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BottomPriorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown BottomPriorConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 def past_window(bottom: torch.Tensor, n: int | torch.Tensor, window: int, pad_code: int) -> torch.Tensor:

@@ -8,12 +8,15 @@ with Hb = 2 Ht, Wb = 2 Wt.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from typing import Annotated
+
+from pydantic import Field, model_validator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqvp_core.configbase import Bool, CoreConfig, Float, NonNegativeInt, PositiveInt, odd_kernel
 from vqvp_core.models.blocks3d import channels_last_convs
 from vqvp_core.models.blocks3d import ResBlock
 from vqvp_core.models.pixelcnn import (
@@ -24,56 +27,46 @@ from vqvp_core.models.pixelcnn import (
 )
 
 
-@dataclass(frozen=True)
-class TopPriorConfig:
-    n_codes: int = 512            # top codebook size (paper: 512 codes per level)
-    n_codes_bottom: int = 512     # bottom codebook size, for the bottom conditioning codes
-    pred_steps: int = 3           # top steps generated: 4 top steps per clip, step 0 is given
-    embed_dim: int = 128          # embedding of the codes fed to the PixelCNN (and to attention k/v)
-    channels: int = 256           # width of the v and h stacks
-    n_layers: int = 20            # gated blocks (VQ-VAE-2's top prior: 20 layers)
-    kernel: int = 5               # spatial extent of the planar convs (VQ-VAE-2: filter size 5)
-    kernel_t: int = 2             # time extent: this step + the previous one per block; more
-                                  # distant steps arrive through depth and attention
-    first_kernel: int = 7         # first (only true 3D) layer, as Gated PixelCNN's 7x7 input conv
-    first_kernel_t: int = 3       # first layer sees all Tp-1 = 2 earlier predicted steps
-    attn_every: int = 5           # attention after every 5th block (paper); 20 layers -> 4
-    attn_heads: int = 8
-    attn_channels: int = 256      # total q/k/v width over all heads
-    out_hidden: int = 512         # hidden width of the ELU-1x1-ELU-1x1 output stack
-    dropout: float = 0.1          # VQ-VAE-2's priors use 0.1
-    cond_embed_dim: int = 64      # embedding of the conditioning codes (both levels)
-    cond_mid_channels: int = 256  # paper appendix: "downsampled ... to 32x32x256"
-    cond_channels: int = 512      # paper appendix: "another convolutional layer to 32x32x3x512"
-    cond_res_blocks: int = 4      # paper appendix: "four residual blocks"
-    cond_res_hidden: int = 256    # hidden width inside those residual blocks (not in the paper)
+class TopPriorConfig(CoreConfig):
+    n_codes: PositiveInt = 512  # top codebook size (paper: 512 codes per level)
+    n_codes_bottom: PositiveInt = 512  # bottom codebook size, for the bottom conditioning codes
+    pred_steps: PositiveInt = 3  # top steps generated: 4 top steps per clip, step 0 is given
+    embed_dim: PositiveInt = 128  # embedding of the codes fed to the PixelCNN (and to attention k/v)
+    channels: PositiveInt = 256  # width of the v and h stacks
+    n_layers: PositiveInt = 20  # gated blocks (VQ-VAE-2's top prior: 20 layers)
+    kernel: PositiveInt = 5  # spatial extent of the planar convs (VQ-VAE-2: filter size 5)
+    # time extent: this step + the previous one per block; more distant steps arrive through
+    # depth and attention
+    kernel_t: PositiveInt = 2
+    first_kernel: PositiveInt = 7  # first (only true 3D) layer, as Gated PixelCNN's 7x7 input conv
+    first_kernel_t: PositiveInt = 3  # first layer sees all Tp-1 = 2 earlier predicted steps
+    attn_every: PositiveInt = 5  # attention after every 5th block (paper); 20 layers -> 4
+    attn_heads: PositiveInt = 8
+    attn_channels: PositiveInt = 256  # total q/k/v width over all heads
+    out_hidden: PositiveInt = 512  # hidden width of the ELU-1x1-ELU-1x1 output stack
+    dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.1  # VQ-VAE-2's priors use 0.1
+    cond_embed_dim: PositiveInt = 64  # embedding of the conditioning codes (both levels)
+    cond_mid_channels: PositiveInt = 256  # paper appendix: "downsampled ... to 32x32x256"
+    cond_channels: PositiveInt = 512  # paper appendix: "another convolutional layer to 32x32x3x512"
+    cond_res_blocks: NonNegativeInt = 4  # paper appendix: "four residual blocks"
+    cond_res_hidden: PositiveInt = 256  # hidden width inside those residual blocks (not in the paper)
     # conv kernels stored channels-last (models.blocks3d.channels_last_convs): oneDNN then stops
-    # reordering them on every call; bench/priors.py, tiny, 2 CPU cores: ~8% faster fp32 steps
-    channels_last: bool = True
+    # reordering them on every call (faster steps on CPUs: README, 'Benchmarks')
+    channels_last: Bool = True
 
-    def __post_init__(self):
-        positive = ("n_codes", "n_codes_bottom", "pred_steps", "embed_dim", "channels", "n_layers",
-                    "kernel", "kernel_t", "first_kernel", "first_kernel_t", "attn_heads",
-                    "attn_channels", "out_hidden", "cond_embed_dim", "cond_mid_channels",
-                    "cond_channels", "cond_res_hidden")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"top_prior.{name} = {getattr(self, name)}: expected >= 1")
-        for name in ("kernel", "first_kernel"):
-            if getattr(self, name) % 2 == 0 or getattr(self, name) < 3:
-                raise ValueError(f"top_prior.{name} = {getattr(self, name)}: expected an odd size >= 3")
-        if not 1 <= self.attn_every <= self.n_layers:
+    @model_validator(mode="after")
+    def _consistent(self) -> "TopPriorConfig":
+        odd_kernel(self.kernel, "kernel")
+        odd_kernel(self.first_kernel, "first_kernel")
+        if self.attn_every > self.n_layers:
             raise ValueError(
-                f"top_prior.attn_every = {self.attn_every} with n_layers = {self.n_layers}: expected "
+                f"attn_every = {self.attn_every} with n_layers = {self.n_layers}: expected "
                 "1 <= attn_every <= n_layers; the planar convs alone leave blind spots in earlier "
                 "steps, at least one attention layer is needed")
         if self.attn_channels % self.attn_heads:
-            raise ValueError(f"top_prior.attn_channels = {self.attn_channels}: expected a multiple "
+            raise ValueError(f"attn_channels = {self.attn_channels}: expected a multiple "
                              f"of attn_heads = {self.attn_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"top_prior.dropout = {self.dropout}: expected in [0, 1)")
-        if self.cond_res_blocks < 0:
-            raise ValueError(f"top_prior.cond_res_blocks = {self.cond_res_blocks}: expected >= 0")
+        return self
 
     @classmethod
     def paper(cls) -> "TopPriorConfig":
@@ -86,17 +79,6 @@ class TopPriorConfig:
                    first_kernel_t=3, attn_every=5, attn_heads=4, attn_channels=64, out_hidden=128,
                    dropout=0.0, cond_embed_dim=32, cond_mid_channels=64, cond_channels=64,
                    cond_res_blocks=2, cond_res_hidden=32)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TopPriorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TopPriorConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 class TopPrior(nn.Module):

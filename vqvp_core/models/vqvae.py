@@ -19,16 +19,17 @@ Pure torch: no file, CLI or tracking code here, and no device is assumed.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 
 from vqvp_core.clip import GIVEN_FRAMES as COND_FRAMES  # 4: vqvp_core/clip.py
+from vqvp_core.configbase import Bool, CoreConfig, Float, NonNegativeInt, PositiveInt
 from vqvp_core.models.blocks3d import Decoder3d, Encoder3d, channels_last_convs
 from vqvp_core.models.quantizer import EMAQuantizer, QuantizerStats
 
@@ -40,86 +41,62 @@ _TOP_STRIDES = ((2, 2, 2),)  # all axes /2 again
 _T_FACTOR, _S_FACTOR = 4, 8  # total downsampling of the top level: T and H, W must divide
 
 
-@dataclass
-class VQVAEConfig:
+class VQVAEConfig(CoreConfig):
     """Everything that builds a VQVAE; stored in checkpoints (``to_dict`` / ``from_dict``)."""
 
-    in_channels: int = 3  # RGB
+    in_channels: PositiveInt = 3  # RGB
     # Width of the first (space /2, time /2) encoder layer and the last decoder layer, the
     # two layers at the highest resolution; half of `channels` as in VQ-VAE-2.
-    first_channels: int = 64
-    channels: int = 128  # width of every layer at the bottom and top grids
-    res_channels: int = 64  # bottleneck width inside the residual blocks
-    n_res_blocks: int = 2  # residual blocks per encoder / decoder stack (VQ-VAE-2: 2)
-    embed_dim: int = 64  # code vector size, both levels (VQ-VAE-2: 64)
-    n_codes: int = 512  # codes per level (the paper: 512, one codebook per level)
-    beta: float = 0.25  # commitment weight (VQ-VAE, VQ-VAE-2)
-    # EMA decay gamma of the codebooks. VQ-VAE-2 uses 0.99 (the `paper` preset does); on the
-    # tiny preset's 900 steps the encoder moves fast and a codebook averaging over ~100 steps
-    # lags it. Measured there (900 bf16 steps; held-out PSNR, top / bottom codes in use):
-    # 0.99 -> 27.8 dB, 98% / 86%; 0.95 -> 28.1 dB, 87% / 88%.
-    decay: float = 0.95
-    eps: float = 1e-5  # Laplace smoothing of the EMA cluster sizes
-    init_from_data: bool = True  # codebooks start as random encoder outputs of batch 1
-    restart_dead: bool = True  # codes whose EMA count < dead_threshold jump onto batch vectors
+    first_channels: PositiveInt = 64
+    channels: PositiveInt = 128  # width of every layer at the bottom and top grids
+    res_channels: PositiveInt = 64  # bottleneck width inside the residual blocks
+    n_res_blocks: NonNegativeInt = 2  # residual blocks per encoder / decoder stack (VQ-VAE-2: 2)
+    embed_dim: PositiveInt = 64  # code vector size, both levels (VQ-VAE-2: 64)
+    n_codes: PositiveInt = 512  # codes per level (the paper: 512, one codebook per level)
+    beta: Annotated[Float, Field(ge=0)] = 0.25  # commitment weight (VQ-VAE, VQ-VAE-2)
+    # EMA decay gamma of the codebooks. VQ-VAE-2 uses 0.99 (the `paper` preset does); a short
+    # CPU training moves the encoder fast and a codebook averaging over ~100 steps lags it
+    # (README, 'The model').
+    decay: Annotated[Float, Field(ge=0, lt=1)] = 0.95
+    eps: Annotated[Float, Field(gt=0)] = 1e-5  # Laplace smoothing of the EMA cluster sizes
+    init_from_data: Bool = True  # codebooks start as random encoder outputs of batch 1
+    restart_dead: Bool = True  # codes whose EMA count < dead_threshold jump onto batch vectors
     # A code is dead when it is chosen less than once per step on average (EMA count < 1),
     # the threshold of VideoGPT and Jukebox.
-    dead_threshold: float = 1.0
+    dead_threshold: Annotated[Float, Field(gt=0)] = 1.0
     # Where restarted codes land: "uniform" over the batch's encoder outputs (VideoGPT), or
     # "error": drawn in proportion to each vector's squared distance to its code (k-means++),
     # so they go to badly coded regions rather than onto the large uniform background.
-    restart_sampling: str = "error"
+    restart_sampling: Literal["uniform", "error"] = "error"
     # Conv weights in torch.channels_last_3d (oneDNN/cuDNN then run every conv channels-last):
-    # faster on CPUs, in fp32 and more so in bf16 (the figures: README, 'Benchmarks').
-    channels_last: bool = True
+    # faster on CPUs, in fp32 and more so in bf16 (README, 'Benchmarks').
+    channels_last: Bool = True
     # Encoders causal in time (front padding only): a code depends on the frames up to the end
     # of its own time block, never later ones. Then the 4 conditioning frames encoded alone give
     # exactly the clip's first codes, and a code the priors are taught from never carries the
     # future they must predict (with centred padding, codes of step t see frames of step t+1).
-    causal_encoder: bool = False
+    causal_encoder: Bool = False
     # The bottom quantizer's input includes the decoded top codes (VQ-VAE-2: the bottom level
     # codes what the top level left out). Off: the bottom codes are a function of the pixels in
     # their own receptive field only, as the bottom prior's conditioning assumes of them.
-    bottom_sees_top: bool = True
-    frames: int = 16  # the clip the preset is made for (the model itself takes any T % 4 == 0)
-    size: int = 64  # frame height = width the preset is made for (any H, W % 8 == 0 work)
+    bottom_sees_top: Bool = True
+    # the clip the model is made for (the model itself takes any T % 4 == 0, H, W % 8 == 0);
+    # in params.yaml these follow ingest.clip_len / ingest.size
+    frames: PositiveInt = 16
+    size: PositiveInt = 64
 
-    def __post_init__(self) -> None:
-        for name in ("in_channels", "first_channels", "channels", "res_channels", "embed_dim",
-                     "n_codes", "frames", "size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"VQVAEConfig.{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.n_res_blocks, int) or self.n_res_blocks < 0:
-            raise ValueError(f"VQVAEConfig.n_res_blocks must be an integer >= 0, "
-                             f"got {self.n_res_blocks!r}")
-        if not 0.0 <= self.decay < 1.0:
-            raise ValueError(f"VQVAEConfig.decay must be in [0, 1), got {self.decay!r}")
-        if self.beta < 0:
-            raise ValueError(f"VQVAEConfig.beta must be >= 0, got {self.beta!r}")
-        if self.eps <= 0:
-            raise ValueError(f"VQVAEConfig.eps must be > 0, got {self.eps!r}")
-        if self.dead_threshold <= 0:
-            raise ValueError(f"VQVAEConfig.dead_threshold must be > 0, got {self.dead_threshold!r}")
-        if self.restart_sampling not in ("uniform", "error"):
-            raise ValueError(f"VQVAEConfig.restart_sampling must be 'uniform' or 'error', "
-                             f"got {self.restart_sampling!r}")
+    @model_validator(mode="after")
+    def _divisible(self) -> "VQVAEConfig":
         if self.frames % _T_FACTOR:
-            raise ValueError(f"VQVAEConfig.frames must be a multiple of {_T_FACTOR}, "
-                             f"got {self.frames}")
+            raise ValueError(f"frames = {self.frames}: expected a multiple of {_T_FACTOR} (time is downsampled by 4)")
         if self.size % _S_FACTOR:
-            raise ValueError(f"VQVAEConfig.size must be a multiple of {_S_FACTOR}, got {self.size}")
+            raise ValueError(f"size = {self.size}: expected a multiple of {_S_FACTOR} (space is downsampled by 8)")
+        return self
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "VQVAEConfig":
-        """64x64x16 clips -> bottom codes 8x16x16, top 4x8x8 (T, H, W). CPU-trainable.
-
-        The VQ-VAE-2 widths (128, 64 at the first/last layer, 64 in the residual blocks):
-        5.3 M parameters, 37 GFLOP per clip per training step (bench/vqvae.py). Measured on 2
-        Xeon (AMX) cores, batch 8: ~0.9 s/step fp32, ~0.25 s/step bf16 autocast. Halving the
-        widths (1.8 M) only cuts the bf16 step to ~0.15 s (the full-resolution layers, the
-        quantizers and the element-wise ops stay), for far less capacity. The README gives
-        the held-out PSNR the demo's budget reaches (metrics/vqvae.json)."""
+        """64x64x16 clips -> bottom codes 8x16x16, top 4x8x8 (T, H, W), at VQ-VAE-2's widths.
+        The demo's own, smaller recipe is the `tiny` preset's (vqvp_core/presets/tiny.yaml)."""
         return cls(**{**dict(frames=16, size=64), **overrides})
 
     @classmethod
@@ -137,17 +114,6 @@ class VQVAEConfig:
         if name not in ("tiny", "paper"):
             raise ValueError(f"VQVAE preset must be 'tiny' or 'paper', got {name!r}")
         return getattr(cls, name)(**overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VQVAEConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VQVAEConfig keys {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
 
     def latent_shapes(self, frames: int | None = None, height: int | None = None,
                       width: int | None = None) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

@@ -91,7 +91,7 @@ def test_presets_valid_and_round_trip():
                                  dict(kernel=2), dict(n_steps=7), dict(n_given=8),
                                  dict(scheduled_sampling=-0.1), dict(scheduled_sampling=1.5)])
 def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="bottom_prior"):
+    with pytest.raises(ValueError, match="BottomPriorConfig"):
         small_config(**bad)
 
 

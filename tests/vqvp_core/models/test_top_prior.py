@@ -94,7 +94,7 @@ def test_presets_valid_and_round_trip():
                                  dict(attn_channels=10, attn_heads=4), dict(dropout=1.0),
                                  dict(channels=0)])
 def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="top_prior"):
+    with pytest.raises(ValueError, match="TopPriorConfig"):
         small_config(**bad)
     with pytest.raises(ValueError, match="unknown"):
         TopPriorConfig.from_dict({**small_config().to_dict(), "nope": 1})

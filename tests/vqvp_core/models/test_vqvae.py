@@ -232,14 +232,19 @@ def test_config_round_trip_and_errors():
     for cfg in (VQVAEConfig.tiny(), VQVAEConfig.paper(), VQVAEConfig.tiny(channels=96)):
         assert VQVAEConfig.from_dict(cfg.to_dict()) == cfg
     assert VQVAEConfig.tiny().n_codes == VQVAEConfig.paper().n_codes == 512
-    with pytest.raises(ValueError, match="unknown VQVAEConfig keys.*'chanels'"):
+    with pytest.raises(ValueError, match="unknown VQVAEConfig key 'chanels'"):
         VQVAEConfig.from_dict({"chanels": 3})
-    with pytest.raises(ValueError, match="channels must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="VQVAEConfig.channels = 0: .*greater than or equal to 1"):
         VQVAEConfig(channels=0)
-    with pytest.raises(ValueError, match="decay must be in"):
+    with pytest.raises(ValueError, match="VQVAEConfig.channels = True: .*valid integer"):
+        VQVAEConfig(channels=True)
+    with pytest.raises(ValueError, match="VQVAEConfig.decay = 1.0: .*less than 1"):
         VQVAEConfig(decay=1.0)
-    with pytest.raises(ValueError, match="size must be a multiple of 8"):
+    with pytest.raises(ValueError, match="size = 60: expected a multiple of 8"):
         VQVAEConfig(size=60)
+    with pytest.raises(ValueError, match="frozen"):  # configs are values: a changed one is a new config
+        VQVAEConfig().channels = 3
+    assert VQVAEConfig().replace(channels=96).channels == 96
     with pytest.raises(ValueError, match="preset must be 'tiny' or 'paper'"):
         VQVAEConfig.preset("huge")
 

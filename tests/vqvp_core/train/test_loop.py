@@ -148,13 +148,15 @@ def test_sampler_shards_and_resumes() -> None:
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(steps=0), r"steps = 0 .*integer >= 1"),
+    (dict(steps=0), r"steps = 0: .*greater than or equal to 1"),
     (dict(lr=-1.0), r"lr = -1.0"),
     (dict(schedule="step"), r"schedule = 'step'.*cosine"),
     (dict(precision="fp16"), r"precision"),
     (dict(betas=(0.9, 1.5)), r"betas"),
     (dict(batch_size=6, grad_accum=4), r"batch_size = 6.*grad_accum"),
-    (dict(grad_clip=0.0), r"grad_clip.*None to disable"),
+    (dict(grad_clip=0.0), r"grad_clip = 0.0: .*greater than 0"),
+    (dict(steps=True), r"steps = True: .*valid integer"),
+    (dict(fused_optimizer=1), r"fused_optimizer = 1: .*valid boolean"),
 ])
 def test_config_validation(bad: dict, match: str) -> None:
     with pytest.raises(TrainConfigError, match=match):
