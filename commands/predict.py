@@ -28,24 +28,16 @@ SYNTHETIC_ONLY = (
 
 def resolve_model(ref: str, tmp: Path) -> Path:
     """A local model file, or `models:/NAME@ALIAS` / `models:/NAME/VERSION` from the MLflow registry
-    (its run's checkpoint/model.pt artifact)."""
+    (the registered pyfunc's model file)."""
     if not ref.startswith("models:/"):
         return Path(ref)
     import mlflow
-    from mlflow import MlflowClient
 
     from stages.common import tracking_uri
+    from stages.mlflow_models import download_component
 
     mlflow.set_tracking_uri(tracking_uri())
-    client, spec = MlflowClient(), ref[len("models:/"):]
-    if "@" in spec:
-        name, alias = spec.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
-    else:
-        name, number = spec.rsplit("/", 1)
-        version = client.get_model_version(name, number)
-    return Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="checkpoint/model.pt",
-                                                    dst_path=str(tmp / name)))
+    return download_component(ref, tmp / ref[len("models:/"):].replace("@", "_").replace("/", "_"))
 
 
 def read_frames(video: str, fps: float, size: int, start: int):

@@ -12,7 +12,9 @@ codes as the naive sampler). Writes, atomically:
                         baseline, and how often a draw beats it on a clip
     contact_sheet.png   per clip: ground truth row, prediction row (green: given, red: predicted)
     videos/*.mp4, *.gif given | predicted | ground truth, side by side
-and logs them to MLflow with the model files (their DVC md5) as the run's inputs.
+and logs them to MLflow with the model files (their DVC md5) as the run's inputs, and registers
+the video predictor (the three models as one MLflow pyfunc: stages/mlflow_models.py) as
+`sample.register_as` with `sample.alias`.
 """
 from __future__ import annotations
 
@@ -92,9 +94,15 @@ def _body(ctx: StageContext, args) -> None:
     ctx.mlflow.log_artifact(str(OUT / "contact_sheet.png"))
     ctx.mlflow.log_artifact(str(OUT / "stats.json"))
     ctx.mlflow.log_artifacts(str(OUT / "videos"), artifact_path="videos")
+    from stages.mlflow_models import log_predictor
+
+    uri = log_predictor(ctx.mlflow, {k: path / "model.pt" for k, path in MODELS.items()}, predictor.vqvae.config.size,
+                        {"temperature": p.temperature, "top_k": p.top_k, "seed": p.seed, "batch_size": p.batch_size},
+                        p.register_as, p.alias)
     print(f"sample: {n} test clips x {r['samples']} samples -> {OUT}/; PSNR of frames 5-16: one sample "
           f"{r['single']:.2f} dB, best of {r['samples']} {r['best']:.2f} dB, mean of the samples {r['mean']:.2f} dB; "
-          f"copy-last-frame {stats['psnr_copy_last_frame']:.2f} dB; a draw beats copy-last on {r['beats_copy_last']:.0%} of the clips")
+          f"copy-last-frame {stats['psnr_copy_last_frame']:.2f} dB; a draw beats copy-last on {r['beats_copy_last']:.0%} of the clips"
+          + (f"; the predictor is registered as {uri}" if uri else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,7 +224,7 @@ def finish(ctx: StageContext, trained: Trained, out: Path, metrics_file: Path,
            metrics: dict[str, Any], register_as: str, alias: str) -> str | None:
     """Rank 0: the model file (vqvp_core/models/registry.py), the metrics file, MLflow metrics and
     the registered model version. Returns the models:/ URI."""
-    from vqvp_core.models.registry import save_model
+    from vqvp_core.models.registry import kind_of, save_model
     from vqvp_core.train.precision import cpu_capability
 
     trainer, model = trained.trainer, trained.model
@@ -236,25 +236,10 @@ def finish(ctx: StageContext, trained: Trained, out: Path, metrics_file: Path,
                step=int(trained.final["step"]), metrics=metrics, fingerprint=trained.fingerprint)
     write_metrics(metrics_file, metrics)
     ctx.log_metrics({k: v for k, v in metrics.items() if k.startswith(("eval/", "baseline/"))})
-    return register_model(ctx, model.cpu(), register_as, alias, out / "model.pt")
+    from stages.mlflow_models import log_component
+
+    return log_component(ctx.mlflow, kind_of(model), out / "model.pt", register_as, alias, ctx.params.ingest.size)
 
 
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
-def register_model(ctx: StageContext, model, name: str, alias: str, artifact: Path) -> str | None:
-    """Log the model (and its checkpoint file) to the run, register a version, set `alias`."""
-    import torch
-
-    ctx.mlflow.log_artifact(str(artifact), artifact_path="checkpoint")
-    info = ctx.mlflow.pytorch.log_model(model, name="model", registered_model_name=name,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                                        serialization_format="pickle")
-    version = getattr(info, "registered_model_version", None)
-    if version is None:
-        return None
-    from mlflow import MlflowClient
-
-    MlflowClient().set_registered_model_alias(name, alias, str(version))
-    return f"models:/{name}@{alias}"

@@ -174,6 +174,9 @@ class SampleParams(_Section):
     cached: bool = Field(True, description="cached (fast) sampling; false runs the naive reference sampler")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     videos: int = Field(8, ge=0, description="side-by-side videos (given | predicted | ground truth) written")
+    register_as: str = Field("vqvp-predictor", min_length=1, description=(
+        "MLflow registered model of the video predictor (the three models as one pyfunc; README, 'MLflow')"))
+    alias: str = Field("candidate", min_length=1, description="alias set on the new predictor version")
 
 
 class I3DParams(_Section):

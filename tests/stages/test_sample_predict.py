@@ -30,6 +30,19 @@ def test_sample_stage(models_workdir):
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([client.get_experiment_by_name("vqvp").experiment_id], "tags.`vqvp.stage` = 'sample'")
     assert {d.dataset.name for d in runs[0].inputs.dataset_inputs} == {"data/clips", "models/vqvae", "models/top_prior", "models/bottom_prior"}
+    # the stage registered the video predictor, from this run, with its sampling defaults
+    version = client.get_model_version_by_alias("vqvp-predictor", "candidate")
+    assert version.run_id == runs[0].info.run_id
+    import mlflow
+
+    predictor = mlflow.pyfunc.load_model("models:/vqvp-predictor@candidate")
+    assert {p.name: p.default for p in predictor.metadata.signature.params}["temperature"] == stats["temperature"]
+    from vqvp_core.data.clips import ClipSet
+    from vqvp_core.sampling.predict import Predictor
+
+    given = np.stack([ClipSet(models_workdir / "data/clips", stats["split"])[i][:4] for i in range(2)])
+    library = Predictor.from_files(*(models_workdir / f"models/{k}/model.pt" for k in ("vqvae", "top_prior", "bottom_prior")))
+    assert np.array_equal(predictor.predict(given), library.predict(given, stats["temperature"], None, stats["seed"]))
 
     # the same seed gives the same frames, and the naive sampler gives exactly the cached sampler's
     assert sample.main(args("sample.count=3", "sample.videos=0", "sample.cached=false")) == 0

@@ -37,7 +37,13 @@ def test_train_then_extract(workdir, monkeypatch):
     assert run.data.tags["vqvp.precision"] == "fp32" and run.data.tags["vqvp.cpu_capability"] == cpu_capability()
     assert "train/loss" in run.data.metrics and "eval/psnr" in run.data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"reconstructions", "checkpoint"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"reconstructions"}
+    # the registered version is a pyfunc of the project's model file (stages/mlflow_models.py)
+    import mlflow
+
+    from vqvp_core.models.vqvae import VQVAE
+    model = mlflow.pyfunc.load_model("models:/vqvp-vqvae@candidate").unwrap_python_model().model
+    assert isinstance(model, VQVAE) and model.config.channels == 16
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4
 
     assert extract_latents.main(args()) == 0

@@ -146,19 +146,21 @@ def frame_to_square_rgb(frame, size: int, orientation: Orientation = IDENTITY,
     return apply_orientation(center_crop(rgb, size), orientation)
 
 
-def shrink_to_square(frames: np.ndarray, size: int) -> np.ndarray:
+def shrink_to_square(frames: np.ndarray, size: int, upscale: bool = False) -> np.ndarray:
     """uint8 RGB frames (..., H, W, 3) -> (..., size, size, 3): a centre square crop, then the
-    same swscale AREA shrink as ingest (bit-exact); frames no larger than ``size`` are only
-    cropped square. For arrays already decoded (the human-evaluation videos)."""
+    same swscale AREA scaling as ingest (bit-exact). Frames no larger than ``size`` are only
+    cropped square unless ``upscale`` (then they are scaled up to size x size, as ingest scales
+    a small video's short side up). For arrays already decoded (the human-evaluation videos,
+    the MLflow predictor's input)."""
     frames = np.asarray(frames)
     h, w = frames.shape[-3:-1]
-    if h <= size and w <= size:
+    if h == w == size or (h <= size and w <= size and not upscale):
         return frames
     if h != w:  # the pipeline's frames are square already
         s = min(h, w)
         y0, x0 = (h - s) // 2, (w - s) // 2
         frames = frames[..., y0:y0 + s, x0:x0 + s, :]
-        if s <= size:
+        if s == size or (s < size and not upscale):
             return np.ascontiguousarray(frames)
     import av
 

@@ -1,0 +1,156 @@
+"""The MLflow video predictor: logged as code with the project's model files, loaded in a fresh
+process with mlflow.pyfunc.load_model, and served over HTTP by `mlflow models serve`."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import BIN, SMALL_MODEL, TINY_INGEST
+
+SIZE = 32  # TINY_INGEST's frame size
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Small (untrained) models, logged and registered as the sample and training stages do, in a
+    private SQLite store. The weights are random: these tests are about loading and serving."""
+    import mlflow
+    import torch
+
+    from stages.mlflow_models import log_component, log_predictor
+    from vqvp_core.config import load_params
+    from vqvp_core.models.bottom_prior import BottomPrior
+    from vqvp_core.models.registry import save_model
+    from vqvp_core.models.top_prior import TopPrior
+    from vqvp_core.models.vqvae import VQVAE
+
+    root = tmp_path_factory.mktemp("mlflow_models")
+    params = load_params(None, TINY_INGEST + SMALL_MODEL)
+    torch.manual_seed(0)
+    files = {}
+    for kind, model in (("vqvae", VQVAE(params.vqvae.model)), ("top_prior", TopPrior(params.top_prior.model)),
+                        ("bottom_prior", BottomPrior(params.bottom_prior.model))):
+        files[kind] = save_model(root / kind / "model.pt", model.eval())
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("pyfunc-test")
+    with mlflow.start_run():
+        assert log_component(mlflow, "vqvae", files["vqvae"], "vqvp-vqvae", "candidate", SIZE) == "models:/vqvp-vqvae@candidate"
+        assert log_component(mlflow, "top_prior", files["top_prior"], "vqvp-top-prior", "candidate") is not None
+        got = log_predictor(mlflow, files, SIZE, {"temperature": 0.7, "top_k": None, "seed": 0, "batch_size": 8},
+                            "vqvp-predictor", "candidate")
+    assert got == "models:/vqvp-predictor@candidate"
+    return {"uri": uri, "files": files, "root": root}
+
+
+def _given(n=2, h=48, w=40):
+    """4 given frames at another size than the models' (cropped square and scaled as ingest does)."""
+    return np.random.default_rng(1).integers(0, 256, (n, 4, h, w, 3), dtype=np.uint8)
+
+
+def _reference(files, given, temperature, seed):
+    """The library's own prediction of the same frames."""
+    from vqvp_core.sampling.predict import Predictor
+    from vqvp_core.video.transform import shrink_to_square
+
+    predictor = Predictor.from_files(files["vqvae"], files["top_prior"], files["bottom_prior"])
+    return predictor.predict(shrink_to_square(given, SIZE, upscale=True), temperature, None, seed)
+
+
+def test_predictor_loads_in_a_fresh_process_and_predicts_as_the_library(store, tmp_path):
+    given = _given()
+    np.save(tmp_path / "given.npy", given)
+    script = textwrap.dedent(f"""
+        import mlflow, numpy as np
+        mlflow.set_tracking_uri({store['uri']!r})
+        model = mlflow.pyfunc.load_model("models:/vqvp-predictor@candidate")
+        sig = model.metadata.signature
+        assert sig.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 4, -1, -1, 3), sig.inputs.to_dict()
+        assert sig.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 16, {SIZE}, {SIZE}, 3)
+        assert {{p.name: p.default for p in sig.params}} == {{"temperature": 0.7, "top_k": 0, "seed": 0}}
+        given = np.load({str(tmp_path / 'given.npy')!r})
+        np.save({str(tmp_path / 'default.npy')!r}, model.predict(given))
+        np.save({str(tmp_path / 'seed3.npy')!r}, model.predict(given, params={{"seed": 3, "temperature": 1.0}}))
+        try:
+            model.predict(given[:, :3])
+        except Exception as exc:
+            print("REFUSED", exc)
+    """)
+    # a fresh interpreter, outside the checkout
+    out = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REFUSED" in out.stdout
+    default, seeded = np.load(tmp_path / "default.npy"), np.load(tmp_path / "seed3.npy")
+    assert default.dtype == np.uint8 and default.shape == (2, 16, SIZE, SIZE, 3)
+    assert np.array_equal(default, _reference(store["files"], given, 0.7, 0))  # the logged sampling defaults
+    assert np.array_equal(seeded, _reference(store["files"], given, 1.0, 3))  # a request's params are used
+
+
+def test_components_load_as_pyfunc_without_pickle(store):
+    import mlflow
+    import torch
+
+    from vqvp_core.models.vqvae import VQVAE
+
+    vqvae = mlflow.pyfunc.load_model("models:/vqvp-vqvae@candidate")
+    assert isinstance(vqvae.unwrap_python_model().model, VQVAE)
+    clips = np.random.default_rng(2).integers(0, 256, (1, 16, SIZE, SIZE, 3), dtype=np.uint8)
+    recon = vqvae.predict(clips)
+    assert recon.shape == clips.shape and recon.dtype == np.uint8
+    prior = mlflow.pyfunc.load_model("models:/vqvp-top-prior@candidate")
+    assert isinstance(prior.unwrap_python_model().model, torch.nn.Module)
+    with pytest.raises(Exception, match="inside the video predictor"):
+        prior.predict(np.zeros((1, 1), np.int64))
+    # what was logged is the project's model file (torch.load(weights_only=True)), no pickled module
+    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/vqvp-predictor@candidate")
+    names = sorted(p.name for p in (__import__("pathlib").Path(local) / "artifacts").iterdir())
+    assert names == ["bottom_prior.pt", "top_prior.pt", "vqvae.pt"]
+    assert not list(__import__("pathlib").Path(local).rglob("*.pkl"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_prediction(store, tmp_path):
+    port = _free_port()
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": store["uri"]}
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/vqvp-predictor@candidate",
+                               "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow models serve did not come up: {server.stdout.read()[-3000:] if server.poll() is not None else 'timeout'}")
+                time.sleep(1)
+        given = _given(n=1)
+        body = json.dumps({"inputs": given.tolist(), "params": {"seed": 5}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            predictions = np.asarray(json.loads(r.read())["predictions"], dtype=np.uint8)
+        assert predictions.shape == (1, 16, SIZE, SIZE, 3)
+        assert np.array_equal(predictions, _reference(store["files"], given, 0.7, 5))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
