@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from stages.common import EXPERIMENT, tracking_uri
+from stages.common import EXPERIMENT, open_experiment, tracking_uri
 
 
 @contextlib.contextmanager
@@ -30,8 +30,7 @@ def parent_run(name: str, tags: dict[str, str], params: dict[str, Any]) -> Itera
 
     from stages.common import git_commit
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    open_experiment(mlflow)
     with mlflow.start_run(run_name=name, tags={**tags, "vqvp.stage": "pipeline", "vqvp.git_commit": git_commit()}) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
         yield run.info.run_id

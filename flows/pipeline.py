@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from flows import report
@@ -231,8 +231,11 @@ def publish_artifacts(repo: str, ran: list[str]) -> None:
     if rows:
         create_table_artifact(key="vqvp-metrics", table=rows, description="metrics/*.json after this run")
     with _in_repo(repo):
-        runs = report.stage_runs(tracking_uri(), flow_run.id)
-    create_markdown_artifact(key="vqvp-summary", markdown=report.summary(ran, runs),
+        urls = report.stage_run_urls(tracking_uri(), flow_run.id)
+    for stage, (run_id, url) in urls.items():  # one link per stage run, in the flow run's Artifacts tab
+        create_link_artifact(key=report.link_key(stage), link=url, link_text=f"{stage}: MLflow run {run_id}",
+                             description=f"the MLflow run of stage {stage}")
+    create_markdown_artifact(key="vqvp-summary", markdown=report.summary(ran, report.markdown_links(urls)),
                              description="stages and their MLflow runs")
     gallery = report.gallery(repo)
     if gallery:

@@ -20,8 +20,18 @@ def metric_rows(repo: str | Path, stages: list[str]) -> list[dict]:
     return rows
 
 
-def stage_runs(tracking_uri: str, flow_run_id: str | None) -> dict[str, str]:
-    """{stage: Markdown link (or code span) to its MLflow run} for the stage runs of this flow run."""
+# Where the MLflow UI of a local store is served by `mlflow ui` (its default address); a
+# tracking server's URL is its own UI. VQVP_MLFLOW_UI_URL overrides both.
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_base(tracking_uri: str) -> str:
+    base = os.environ.get("VQVP_MLFLOW_UI_URL") or (tracking_uri if tracking_uri.startswith("http") else LOCAL_UI)
+    return base.rstrip("/")
+
+
+def stage_run_urls(tracking_uri: str, flow_run_id: str | None) -> dict[str, tuple[str, str]]:
+    """{stage: (MLflow run id, its URL in the MLflow UI)} for the stage runs of this flow run."""
     from mlflow import MlflowClient
 
     if not flow_run_id:
@@ -31,20 +41,27 @@ def stage_runs(tracking_uri: str, flow_run_id: str | None) -> dict[str, str]:
     if exp is None:
         return {}
     runs = client.search_runs([exp.experiment_id], f"tags.`vqvp.prefect_flow_run_id` = '{flow_run_id}'")
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith("http") else None
-    out = {}
-    for run in runs:
-        stage, rid = run.data.tags.get("vqvp.stage"), run.info.run_id
-        out[stage] = f"[{rid}]({base}/#/experiments/{exp.experiment_id}/runs/{rid})" if base else f"`{rid}`"
-    return out
+    base = ui_base(tracking_uri)
+    return {run.data.tags.get("vqvp.stage"): (run.info.run_id, f"{base}/#/experiments/{exp.experiment_id}/runs/"
+                                                 f"{run.info.run_id}") for run in runs}
+
+
+def markdown_links(urls: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """stage_run_urls' runs as Markdown links, for `summary`."""
+    return {stage: f"[{rid}]({url})" for stage, (rid, url) in urls.items()}
+
+
+def link_key(stage: str) -> str:
+    """The Prefect artifact key of a stage's MLflow link (keys: lowercase letters, digits, dashes)."""
+    return f"mlflow-{stage.replace('_', '-')}"
 
 
 def summary(stages: list[str], runs: dict[str, str]) -> str:
     """The run's stages and their MLflow runs, as Markdown."""
     md = ["# vqvp run", "", "| stage | MLflow run |", "|---|---|"]
     md += [f"| {s} | {runs.get(s, '(up to date: no new run)')} |" for s in stages]
-    md += ["", "Browse: `mlflow ui --backend-store-uri sqlite:///mlflow.db` (or your MLFLOW_TRACKING_URI), "
-           "then `vqvp lineage RUN_ID`."]
+    md += ["", "Links to a local store open once `mlflow ui --backend-store-uri sqlite:///mlflow.db` serves it "
+           f"({LOCAL_UI}; a tracking server's links are its own). Then `vqvp lineage RUN_ID`."]
     return "\n".join(md)
 
 

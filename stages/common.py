@@ -56,9 +56,41 @@ def git_commit(cwd: str | Path = ".") -> str:
         return "unknown"
 
 
+EXPERIMENT_WORKSPACES = (".dvc", "tmp", "exps")  # where DVC runs `dvc exp run --temp` / --queue experiments
+
+
+def home_workspace(cwd: Path | None = None) -> Path:
+    """The project's workspace: the working directory, or, inside the temporary copy DVC runs an
+    experiment in (`dvc exp run --temp` or `--queue`: <project>/.dvc/tmp/exps/...), the project
+    it was copied from, so that the MLflow store and the checkpoints outlive the copy."""
+    cwd = (cwd or Path.cwd()).resolve()
+    parts, n = cwd.parts, len(EXPERIMENT_WORKSPACES)
+    for i in range(len(parts) - n, 0, -1):
+        if parts[i:i + n] == EXPERIMENT_WORKSPACES:
+            return Path(*parts[:i])
+    return cwd
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store in the working directory (no server)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI if set, else a SQLite store in the project's workspace (no server)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_workspace() / 'mlflow.db'}"
+
+
+def open_experiment(mlflow) -> None:
+    """Point `mlflow` at the store and the vqvp experiment; a new experiment in the default local
+    store keeps its artifacts in the project's mlruns/ (MLflow's default is the working
+    directory's, which for a DVC experiment is a temporary copy)."""
+    uri = tracking_uri()
+    local = uri == f"sqlite:///{home_workspace() / 'mlflow.db'}"  # the default store (not a server)
+    mlflow.set_tracking_uri(uri)  # (MLflow also exports it as MLFLOW_TRACKING_URI)
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    if local and mlflow.get_experiment_by_name(name) is None:
+        try:
+            mlflow.create_experiment(name, artifact_location=(home_workspace() / "mlruns").as_uri())
+        except Exception as exc:  # created meanwhile by a stage running beside this one
+            if mlflow.get_experiment_by_name(name) is None:
+                raise RuntimeError(f"cannot create the MLflow experiment {name!r} in {uri}: {exc}") from exc
+    mlflow.set_experiment(name)
 
 
 @dataclass
@@ -109,8 +141,7 @@ def mlflow_run(name: str, params: Params, section: str) -> Iterator[Any]:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from pipeline stages
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    open_experiment(mlflow)
     commit = git_commit()
     tags = {"vqvp.stage": name, "vqvp.preset": params.preset, "mlflow.source.git.commit": commit,
             "vqvp.git_commit": commit}

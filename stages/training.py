@@ -118,12 +118,22 @@ def fingerprint(stage: str, params: dict[str, Any], inputs: list[Path]) -> str:
     return h.hexdigest()[:20]
 
 
+def checkpoint_root(digest: str) -> Path:
+    """checkpoints/ of the workspace; in a DVC experiment's temporary copy, the project's
+    checkpoints/exps/<fingerprint>/: it outlives the copy (a killed `dvc exp run --temp` resumes
+    when run again) and experiments with other params, run side by side, never share one."""
+    from stages.common import home_workspace
+
+    home = home_workspace()
+    return CHECKPOINTS if home == Path.cwd().resolve() else home / CHECKPOINTS / "exps" / digest
+
+
 def prepare_checkpoints(stage: str, digest: str) -> Path:
     """checkpoints/<stage>/, emptied (old contents moved aside) unless it belongs to `digest`."""
-    folder = CHECKPOINTS / stage
+    folder = checkpoint_root(digest) / stage
     marker = folder / "FINGERPRINT"
     if folder.exists() and (not marker.exists() or marker.read_text().strip() != digest):
-        aside = CHECKPOINTS / f".{stage}.previous"
+        aside = folder.parent / f".{stage}.previous"
         shutil.rmtree(aside, ignore_errors=True)
         folder.rename(aside)
         log.warning("%s: params, data or code changed since the checkpoints in %s were written; "
@@ -209,7 +219,7 @@ def train(ctx: StageContext, recipe: Recipe) -> Trained:
         log_dataset(ctx, path)
     params = tracked_params(stage, ctx.params.model_dump(mode="json"), recipe.params_fallback)
     digest = fingerprint(stage, params, recipe.inputs)
-    ckpts = prepare_checkpoints(stage, digest) if rank() == 0 else CHECKPOINTS / stage
+    ckpts = prepare_checkpoints(stage, digest) if rank() == 0 else checkpoint_root(digest) / stage
     torch.manual_seed(tcfg.seed)  # the model's initial weights
     model = recipe.build_model()
     logger = MlflowLogger(ctx)

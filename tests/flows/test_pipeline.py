@@ -52,6 +52,7 @@ def test_flow_runs_stages_through_dvc(prefect_api, repo):
     assert (repo / "dvc.lock").exists()
     assert gpu_slot.slots() == 1  # the default
     check_lineage()
+    check_link_artifacts()
     # rerun forces the stage again; its outputs are byte-identical, so nothing after it is stale
     lock = (repo / "dvc.lock").read_text()
     assert rerun(stage="ingest", repo=str(repo)) == ["ingest"]
@@ -86,6 +87,19 @@ def test_an_old_prefect_gpu_limit_is_reported_not_used(prefect_api, caplog):
         with get_client(sync_client=True) as client:
             client.delete_concurrency_limit_by_tag("gpu")
     assert "prefect concurrency-limit delete gpu" in caplog.text
+
+
+def check_link_artifacts():
+    """The first flow run linked each stage to its MLflow run with a Prefect link artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.report import link_key
+
+    with get_client(sync_client=True) as client:
+        for stage in STAGES:
+            (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[link_key(stage)])))
+            assert artifact.type == "markdown" and "/#/experiments/" in artifact.data and stage in artifact.data
 
 
 def check_lineage():

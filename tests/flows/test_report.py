@@ -23,11 +23,17 @@ def test_stage_runs_link_the_runs_of_this_flow_run(tmp_path, monkeypatch):
         with mlflow.start_run(tags={"vqvp.stage": stage, "vqvp.prefect_flow_run_id": flow}) as run:
             if flow == "F1" and stage == "ingest":
                 wanted = run.info.run_id
-    runs = report.stage_runs(uri, "F1")
-    assert set(runs) == {"ingest", "train_vqvae"} and runs["ingest"] == f"`{wanted}`"
-    assert report.stage_runs(uri, None) == {}
-    md = report.summary(["ingest", "train_vqvae", "sample"], runs)
-    assert f"| ingest | `{wanted}` |" in md and "| sample | (up to date: no new run) |" in md
+    urls = report.stage_run_urls(uri, "F1")
+    exp = mlflow.get_experiment_by_name("vqvp").experiment_id
+    assert set(urls) == {"ingest", "train_vqvae"}
+    assert urls["ingest"] == (wanted, f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{wanted}")  # `mlflow ui`'s
+    assert report.stage_run_urls(uri, None) == {}
+    monkeypatch.setenv("VQVP_MLFLOW_UI_URL", "https://mlflow.example.org/")
+    assert report.stage_run_urls(uri, "F1")["ingest"][1].startswith(f"https://mlflow.example.org/#/experiments/{exp}/")
+    md = report.summary(["ingest", "train_vqvae", "sample"], report.markdown_links(urls))
+    assert f"| ingest | [{wanted}](http://127.0.0.1:5000/#/experiments/{exp}/runs/{wanted}) |" in md
+    assert "| sample | (up to date: no new run) |" in md
+    assert report.link_key("train_vqvae") == "mlflow-train-vqvae"
 
 
 def test_gallery_lists_the_sampled_videos(tmp_path):
