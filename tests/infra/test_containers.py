@@ -129,10 +129,19 @@ def test_prefect_yaml_deploys_every_stage_on_its_pool():
     # Entry points and parameter names are those of the real flows.
     import inspect
 
-    from flows import pipeline as flows_pipeline
+    import importlib
 
+    orchestrated = deployments["orchestrated"]
+    assert orchestrated["entrypoint"] == "flows/orchestrate.py:orchestrate"
+    assert orchestrated["work_pool"]["name"] == "vqvp-cpu"  # it only starts the stage deployments
+    from flows.orchestrate import deployment_name
+
+    for stage in stages(ROOT):  # the names the orchestrating flow calls are those deployed
+        flow_name, dep_name = deployment_name(stage).split("/")
+        assert flow_name == "vqvp-pipeline" and dep_name in deployments
     for dep in spec["deployments"]:
-        fn = getattr(flows_pipeline, dep["entrypoint"].split(":")[1]).fn
+        path, attr = dep["entrypoint"].split(":")
+        fn = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), attr).fn
         assert set(dep["parameters"]) <= set(inspect.signature(fn).parameters), dep["name"]
 
 

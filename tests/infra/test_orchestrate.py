@@ -1,0 +1,80 @@
+"""The orchestrating flow on two pools: infra/prefect.yaml deployed to a real Prefect server,
+a CPU and a GPU pool each served by its own worker, and `vqvp-orchestrate/orchestrated` calling
+the stage deployments as subflows. Process workers (no container engine needed): the docker
+pools' container set-up is tested in test_containers.py."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, FAST
+from tests.infra.test_containers import INFRA, _run_deployment, _sh, _stop, prefect_server  # noqa: F401
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _flow_runs(env: dict) -> list[dict]:
+    script = """
+import json
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as client:
+    runs = client.read_flow_runs()
+    deps = {d.id: d.name for d in client.read_deployments()}
+    print(json.dumps([{"name": r.name, "deployment": deps.get(r.deployment_id), "pool": r.work_pool_name,
+                       "parent": str(r.parent_task_run_id) if r.parent_task_run_id else None,
+                       "stages": r.parameters.get("stages"), "state": r.state.type.value} for r in runs]))
+"""
+    return json.loads(_sh([sys.executable, "-c", script], env=env, timeout=120).stdout)
+
+
+@pytest.mark.timeout(1200)
+def test_each_stage_runs_on_its_pool_through_the_orchestrating_flow(prefect_server, repo, tmp_path):
+    env = {**prefect_server, "VQVP_WORKDIR": str(repo)}  # prefect.yaml's pull step: the workspace
+    prefect = str(BIN / "prefect")
+    for pool in ("vqvp-cpu", "vqvp-gpu"):
+        _sh([prefect, "work-pool", "create", pool, "--type", "process"], env=env, timeout=120)
+    shutil.copytree(INFRA, repo / "infra", ignore=shutil.ignore_patterns("*.crt", "__pycache__"))
+    _sh([prefect, "--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml", "--all"], cwd=repo, env=env,
+        timeout=300)
+
+    log = tmp_path / "workers.log"
+    with log.open("w") as out:
+        workers = [subprocess.Popen([prefect, "worker", "start", "--pool", pool, "--type", "process"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+                   for pool in ("vqvp-cpu", "vqvp-gpu")]
+    try:
+        state = _run_deployment(env, "vqvp-orchestrate/orchestrated",
+                                parameters={"overrides": FAST, "stages": ["ingest", "train_vqvae"]},
+                                job_variables={}, timeout=900, log=log)
+    finally:
+        for w in workers:
+            _stop(w)
+    assert state == "COMPLETED", f"orchestrated run ended {state}:\n{log.read_text()[-6000:]}"
+
+    runs = _flow_runs(env)
+    (parent,) = [r for r in runs if r["deployment"] == "orchestrated"]
+    assert parent["pool"] == "vqvp-cpu"
+    stage_runs = {r["deployment"]: r for r in runs if r["deployment"] in ("ingest", "train-vqvae")}
+    assert stage_runs["ingest"]["pool"] == "vqvp-cpu" and stage_runs["train-vqvae"]["pool"] == "vqvp-gpu"
+    assert all(r["parent"] and r["state"] == "COMPLETED" for r in stage_runs.values())  # subflows of the parent
+    assert stage_runs["train-vqvae"]["stages"] == ["train_vqvae"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {"ingest", "train_vqvae"} <= set(lock) and "sample" not in lock
+    assert json.loads((repo / "metrics/vqvae.json").read_text())["step"] == 2  # the run's overrides were used
+
+
+def test_bad_params_stop_the_orchestrating_flow_before_any_stage(repo):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.orchestrate import orchestrate
+    from vqvp_core.config import ConfigError
+
+    with prefect_test_harness(server_startup_timeout=120):
+        with pytest.raises(ConfigError, match="ingest.size = 13"):
+            orchestrate(overrides=["ingest.size=13"], repo=str(repo))
+    assert not (repo / "dvc.lock").exists()
