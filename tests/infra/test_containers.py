@@ -167,6 +167,43 @@ def test_k8s_example_is_consistent_with_the_gpu_pool():
         assert (kind, name) in objects and ("Service", name) in objects
 
 
+def test_image_tags_and_pools_agree_and_cuda_shares_the_cpu_base():
+    """The tags the build instructions give are the pools' default images, and the CUDA build
+    differs from the CPU one only by torch's index: same base, same Python, same pins."""
+    import re
+
+    header = (INFRA / "Dockerfile").read_text().split("\nARG BASE_IMAGE")[0]
+    builds = dict(re.findall(r"-t (vqvp:\w+) \\\n#\s+(--build-arg TORCH_INDEX_URL=\S+)", header))
+    assert set(builds) == {"vqvp:cpu", "vqvp:cuda"} and "BASE_IMAGE" not in header.split("podman build")[0]
+    assert builds["vqvp:cpu"].endswith("/whl/cpu") and builds["vqvp:cuda"].endswith("/whl/cu128")
+    for pool, tag in (("docker-cpu.json", "vqvp:cpu"), ("docker-gpu.json", "vqvp:cuda"), ("kubernetes-gpu.json", "vqvp:cuda")):
+        assert _load(pool)["variables"]["properties"]["image"]["default"] == tag, pool
+    readme = (INFRA / "README.md").read_text()
+    assert "-t vqvp:cpu" in readme and "-t vqvp:cuda" in readme and "nvidia/cuda" not in readme
+
+
+def test_constraints_pin_every_runtime_dependency_for_both_images():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (INFRA / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = spec.version
+    assert "torch" not in pins and not any(n.startswith("nvidia-") for n in pins)  # the TORCH build arg's
+    for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        req = Requirement(text)
+        if req.name == "torch":
+            continue
+        assert req.specifier.contains(pins[canonicalize_name(req.name)]), (text, pins.get(req.name))
+    assert "pip install --no-cache-dir -c constraints.txt ." in (INFRA / "Dockerfile").read_text()
+
+
 def test_dockerignore_keeps_data_and_envs_out():
     lines = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()}
     for entry in (".git", ".venv", "data/*", "models", "checkpoints", "mlflow.db", "mlruns"):
