@@ -41,6 +41,7 @@ def store(tmp_path_factory):
         files[kind] = save_model(root / kind / "model.pt", model.eval())
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("pyfunc-test", artifact_location=(root / "mlruns").as_uri())  # not the cwd's
     mlflow.set_experiment("pyfunc-test")
     with mlflow.start_run():
         assert log_component(mlflow, "vqvae", files["vqvae"], "vqvp-vqvae", "candidate", SIZE) == "models:/vqvp-vqvae@candidate"

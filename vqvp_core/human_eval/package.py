@@ -154,6 +154,39 @@ def build_package(
     n = given.shape[0]
     system_a = _check_video_array("system_a", system_a, n)
     system_b = _check_video_array("system_b", system_b, n)
+    names, formats, clip_ids = _check_options(n, given.shape[1], names, clip_ids, fps, size, min_judgments,
+                                              clip_len, context, formats)
+    if min_view_seconds is None:
+        min_view_seconds = clip_len / float(fps)
+    if min_view_seconds < 0:
+        raise ValueError(f"min_view_seconds must be >= 0, not {min_view_seconds!r}")
+    _check_no_judgments(Path(out_dir), replace_judgments)
+
+    clips_a = resize_frames(_full_clips("system_a", system_a, given, clip_len, context), size)
+    clips_b = resize_frames(_full_clips("system_b", system_b, given, clip_len, context), size)
+    height, width = clips_a.shape[2:4]
+    a_left = _a_left(n, seed)
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        pairs, key = _write_pairs(tmp / "videos", clips_a, clips_b, a_left, names, clip_ids, formats, fps)
+        _dump(tmp / "study.json", {
+            "format_version": FORMAT_VERSION, "names": list(names), "min_judgments": int(min_judgments),
+            "created": created, "seed": int(seed), "n_pairs": n, "fps": float(fps),
+            "size": [int(height), int(width)], "n_frames": int(clip_len), "n_given": int(given.shape[1]),
+            "context": context, "formats": list(formats), "min_view_seconds": float(min_view_seconds),
+            "display_px": int(display_px), "title": title, "choices": list(CHOICES),
+            "resampling": "centre square crop, then libswscale AREA (box) to size x size when larger"})
+        _dump(tmp / "pairs.json", {"pairs": pairs})
+        _dump(tmp / "key.json", {"names": list(names), "pairs": key})
+    return {"out_dir": str(out_dir), "n_pairs": n, "names": list(names), "min_judgments": int(min_judgments),
+            "judgments_needed": int(min_judgments) * n, "a_left": int(a_left.sum()), "b_left": int(n - a_left.sum()),
+            "size": [int(height), int(width)], "formats": list(formats), "n_videos": 2 * n * len(formats),
+            "seed": int(seed), "created": created}
+
+
+def _check_options(n, n_given, names, clip_ids, fps, size, min_judgments, clip_len, context, formats):
+    """(names, formats, clip_ids) normalised; a ValueError naming the option when one is bad."""
     names = tuple(str(x) for x in names)
     if len(names) != 2 or names[0] == names[1] or not all(names):
         raise ValueError(f"names must be two different non-empty names, got {names!r}")
@@ -165,97 +198,49 @@ def build_package(
         raise ValueError(f"fps must be positive, not {fps!r}")
     if not (isinstance(size, (int, np.integer)) and size >= 2):
         raise ValueError(f"size must be an integer >= 2, not {size!r}")
-    if not (0 < given.shape[1] < clip_len):
-        raise ValueError(f"{given.shape[1]} given frames but clip_len={clip_len}")
+    if not (0 < n_given < clip_len):
+        raise ValueError(f"{n_given} given frames but clip_len={clip_len}")
     formats = tuple(dict.fromkeys(str(f).lower().lstrip(".") for f in formats))
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {formats!r}")
-    if clip_ids is None:
-        clip_ids = list(range(n))
-    clip_ids = [c.item() if isinstance(c, np.generic) else c for c in clip_ids]
+    clip_ids = [c.item() if isinstance(c, np.generic) else c for c in (range(n) if clip_ids is None else clip_ids)]
     if len(clip_ids) != n:
         raise ValueError(f"{len(clip_ids)} clip_ids for {n} clips")
-    if min_view_seconds is None:
-        min_view_seconds = clip_len / float(fps)
-    if min_view_seconds < 0:
-        raise ValueError(f"min_view_seconds must be >= 0, not {min_view_seconds!r}")
+    return names, formats, clip_ids
 
-    _check_no_judgments(Path(out_dir), replace_judgments)
 
-    clips_a = resize_frames(_full_clips("system_a", system_a, given, clip_len, context), size)
-    clips_b = resize_frames(_full_clips("system_b", system_b, given, clip_len, context), size)
-    height, width = clips_a.shape[2:4]
-
+def _a_left(n: int, seed: int) -> np.ndarray:
+    """Which pairs show system A on the left: half of them (the odd one out by a coin), shuffled by `seed`."""
     rng = np.random.default_rng(seed)
     a_left = np.zeros(n, bool)
     a_left[: n // 2] = True
     if n % 2:
         a_left[n - 1] = bool(rng.integers(2))
-    a_left = rng.permutation(a_left)
-    tokens = _tokens(2 * n)  # not from rng: names must not follow from the seed
+    return rng.permutation(a_left)
 
+
+def _write_pairs(videos: Path, clips_a, clips_b, a_left, names, clip_ids, formats, fps) -> tuple[list, dict]:
+    """Each pair's two videos under random names (not from the seed: they must not reveal the
+    sides), in every format; returns (pairs.json's pairs, key.json's pairs)."""
     from vqvp_core.video.write import write_video
 
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    videos.mkdir()
+    tokens = _tokens(2 * len(a_left))
     pairs, key = [], {}
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        videos = tmp / "videos"
-        videos.mkdir()
-        for i in range(n):
-            pair_id = f"p{i:04d}"
-            left, right = (clips_a[i], clips_b[i]) if a_left[i] else (clips_b[i], clips_a[i])
-            files = {}
-            for side, clip, tok in (("left", left, tokens[2 * i]), ("right", right, tokens[2 * i + 1])):
-                files[side] = {fmt: f"{tok}.{fmt}" for fmt in formats}
-                for fmt in formats:
-                    path = write_video(videos / files[side][fmt], clip, fps)
-                    os.chmod(path, 0o666 & ~_umask())  # write_video leaves mkstemp's 0600
-            pairs.append({"pair_id": pair_id, "left": files["left"], "right": files["right"]})
-            key[pair_id] = {
-                "left": names[0] if a_left[i] else names[1],
-                "right": names[1] if a_left[i] else names[0],
-                "clip_id": clip_ids[i],
-                "index": i,
-            }
-        study = {
-            "format_version": FORMAT_VERSION,
-            "names": list(names),
-            "min_judgments": int(min_judgments),
-            "created": created,
-            "seed": int(seed),
-            "n_pairs": n,
-            "fps": float(fps),
-            "size": [int(height), int(width)],
-            "n_frames": int(clip_len),
-            "n_given": int(given.shape[1]),
-            "context": context,
-            "formats": list(formats),
-            "min_view_seconds": float(min_view_seconds),
-            "display_px": int(display_px),
-            "title": title,
-            "choices": list(CHOICES),
-            "resampling": "centre square crop, then libswscale AREA (box) to size x size when larger",
-        }
-        _dump(tmp / "study.json", study)
-        _dump(tmp / "pairs.json", {"pairs": pairs})
-        _dump(tmp / "key.json", {"names": list(names), "pairs": key})
-
-    return {
-        "out_dir": str(out_dir),
-        "n_pairs": n,
-        "names": list(names),
-        "min_judgments": int(min_judgments),
-        "judgments_needed": int(min_judgments) * n,
-        "a_left": int(a_left.sum()),
-        "b_left": int(n - a_left.sum()),
-        "size": [int(height), int(width)],
-        "formats": list(formats),
-        "n_videos": 2 * n * len(formats),
-        "seed": int(seed),
-        "created": created,
-    }
+    for i, left_is_a in enumerate(a_left):
+        pair_id = f"p{i:04d}"
+        left, right = (clips_a[i], clips_b[i]) if left_is_a else (clips_b[i], clips_a[i])
+        files = {}
+        for side, clip, tok in (("left", left, tokens[2 * i]), ("right", right, tokens[2 * i + 1])):
+            files[side] = {fmt: f"{tok}.{fmt}" for fmt in formats}
+            for fmt in formats:
+                path = write_video(videos / files[side][fmt], clip, fps)
+                os.chmod(path, 0o666 & ~_umask())  # write_video leaves mkstemp's 0600
+        pairs.append({"pair_id": pair_id, "left": files["left"], "right": files["right"]})
+        key[pair_id] = {"left": names[0] if left_is_a else names[1], "right": names[1] if left_is_a else names[0],
+                        "clip_id": clip_ids[i], "index": i}
+    return pairs, key
 
 
 def _check_no_judgments(out_dir: Path, replace: bool) -> None:

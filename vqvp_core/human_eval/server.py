@@ -36,12 +36,8 @@ The names of the systems and key.json are never served.
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
-import hashlib
 import json
 import sqlite3
-import threading
-import time
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -53,9 +49,9 @@ from starlette.concurrency import run_in_threadpool
 
 from vqvp_core.human_eval.api import Judgment, Next, Progress, Stored, Study, responses
 from vqvp_core.human_eval.guard import RateLimiter, client_key, cross_site_reason, origin_of, with_header_timeout
-from vqvp_core.human_eval.package import load_pairs, load_study
+from vqvp_core.human_eval.state import StudyState
 from vqvp_core.human_eval.store import LEGACY_NAME as DB_NAME
-from vqvp_core.human_eval.store import judgments_path, open_db, rater_for_token
+from vqvp_core.human_eval.store import open_db, rater_for_token
 
 __all__ = ["create_app", "serve", "open_db", "DB_NAME"]
 
@@ -84,6 +80,8 @@ def _no_constants(name: str):
 
 _VIDEO_TYPES = {".webm": "video/webm", ".gif": "image/gif", ".mp4": "video/mp4"}
 PAGE = Path(__file__).with_name("page.html")
+PAGE_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; object-src 'none'; frame-ancestors 'none'")
 
 
 def _error(status: int, detail, headers: dict | None = None) -> JSONResponse:
@@ -103,51 +101,55 @@ def _retry_after(wait: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, round(wait)))}
 
 
-def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
-               reserve_seconds: float = 600.0, rate_per_s: float = 10.0, burst: float = 60.0,
-               public_origin: str | None = None, body_timeout_s: float = BODY_READ_TIMEOUT_S) -> FastAPI:
-    """The rating app for the study folder ``package_dir`` (see the module doc).
+async def read_json_object(request: Request, max_bytes: int, timeout_s: float) -> dict | JSONResponse:
+    """The request's body as a JSON object, or the error response: 413 (over ``max_bytes``, by
+    Content-Length or as it streams), 408 (not received within ``timeout_s``), 400 (not JSON,
+    NaN/Infinity, lone surrogates, nested too deeply), 422 (not an object)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            if int(length) > max_bytes:
+                return _error(413, f"body larger than {max_bytes} bytes")
+        except ValueError:
+            return _error(400, "bad Content-Length")
+    body = bytearray()
 
-    rate_per_s, burst: each client's token bucket (requests per second on average, and at once);
-    public_origin: the ``scheme://host[:port]`` raters load the page from, when it is not the
-    address the server sees (behind a reverse proxy); writes from any other origin are 403.
-    """
-    package_dir = Path(package_dir).resolve()
-    study = load_study(package_dir)
-    pairs = load_pairs(package_dir)
-    pair_by_id = {p["pair_id"]: p for p in pairs}
-    videos_dir = package_dir / "videos"
-    video_names = {name for p in pairs for side in ("left", "right") for name in p[side].values()}
-    min_judgments = int(study["min_judgments"])
-    db_file = Path(db_path) if db_path is not None else judgments_path(package_dir)
-    open_db(db_file).close()  # create the schema (and the file) up front
-    own_origin = origin_of(public_origin) if public_origin else None
-    limiter = RateLimiter(rate_per_s, burst)
+    async def read() -> bool:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > max_bytes:
+                return False
+        return True
 
-    local = threading.local()
-    reservations: dict[str, dict[str, float]] = {}  # pair_id -> {rater: time handed out}
-    lock = threading.Lock()
+    try:
+        if not await asyncio.wait_for(read(), timeout_s):
+            return _error(413, f"body larger than {max_bytes} bytes")
+    except asyncio.TimeoutError:
+        return _error(408, f"body not received within {timeout_s:g} s")
+    try:
+        data = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constants)
+        _clean_json(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _error(400, "body is not JSON")
+    except UnicodeEncodeError:  # before ValueError, its base class
+        return _error(400, "body holds a lone surrogate (not valid Unicode)")
+    except ValueError as e:  # NaN, Infinity, -Infinity
+        return _error(400, f"body is not JSON: {e}")
+    except RecursionError:
+        return _error(400, "body is nested too deeply")
+    if not isinstance(data, dict):
+        return _invalid([{"loc": ["body"], "msg": "body must be a JSON object", "type": "model_type"}])
+    return data
 
-    def db() -> sqlite3.Connection:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = open_db(db_file)
-        return conn
 
-    def counts() -> dict[str, int]:  # the judgments that count: invited, unrevoked raters' (as analyze)
-        c = {pid: 0 for pid in pair_by_id}
-        for pid, k in db().execute("SELECT j.pair_id, COUNT(*) FROM judgments j JOIN raters r ON "
-                                   "r.rater = j.rater AND r.revoked IS NULL GROUP BY j.pair_id"):
-            if pid in c:
-                c[pid] = k
-        return c
-
+def _guards(state: StudyState, limiter: RateLimiter, own_origin: str | None):
+    """The dependencies of the rater routes: (the token's rater or 401, JSON-from-our-page or 403/415)."""
     bearer = HTTPBearer(auto_error=False, description="the token of the rater's invitation link "
                                                       "(`vqvp human-eval invite`)")
 
     def rater_of(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
         """The invited rater this request's bearer token belongs to; 401 otherwise."""
-        rater = rater_for_token(db(), creds.credentials if creds else None)
+        rater = rater_for_token(state.db(), creds.credentials if creds else None)
         if rater is None:
             wait = limiter.take(_client(request), FAILED_AUTH_COST)  # guessing tokens is rate-limited hard
             if wait:
@@ -166,10 +168,26 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
         if media != "application/json":
             raise HTTPException(415, "a judgment must be sent as application/json")
 
+    return rater_of, same_origin_json
+
+
+def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
+               reserve_seconds: float = 600.0, rate_per_s: float = 10.0, burst: float = 60.0,
+               public_origin: str | None = None, body_timeout_s: float = BODY_READ_TIMEOUT_S) -> FastAPI:
+    """The rating app for the study folder ``package_dir`` (see the module doc).
+
+    rate_per_s, burst: each client's token bucket (requests per second on average, and at once);
+    public_origin: the ``scheme://host[:port]`` raters load the page from, when it is not the
+    address the server sees (behind a reverse proxy); writes from any other origin are 403.
+    """
+    state = StudyState(package_dir, db_path, reserve_seconds)
+    limiter = RateLimiter(rate_per_s, burst)
+    rater_of, same_origin_json = _guards(state, limiter, origin_of(public_origin) if public_origin else None)
+
     app = FastAPI(title="vqvp human evaluation", version="2", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
-    app.state.package_dir = package_dir
-    app.state.db_path = db_file
+    app.state.package_dir = state.package_dir
+    app.state.db_path = state.db_file
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -178,10 +196,7 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
     @app.middleware("http")
     async def guard(request: Request, call_next):
         wait = limiter.take(_client(request))
-        if wait:
-            response = _error(429, "too many requests", _retry_after(wait))
-        else:
-            response = await call_next(request)
+        response = _error(429, "too many requests", _retry_after(wait)) if wait else await call_next(request)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -189,59 +204,25 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-                                       "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                                       "object-src 'none'; "
-                                       "frame-ancestors 'none'"})
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Content-Security-Policy": PAGE_POLICY})
 
     @app.get("/videos/{name}", response_class=FileResponse, responses={
         200: {"content": {t: {} for t in _VIDEO_TYPES.values()}, "description": "the video"},
         **responses(404)})
     def video(name: str):
-        # a whitelist: only the files pairs.json names; anything else (../, key.json) is 404
-        if name not in video_names or "/" in name or "\\" in name or name.startswith("."):
-            raise HTTPException(404, "no such video")
-        path = videos_dir / name
-        if not path.is_file() or path.resolve().parent != videos_dir.resolve():
+        path = state.video_path(name)
+        if path is None:
             raise HTTPException(404, "no such video")
         return FileResponse(path, media_type=_VIDEO_TYPES.get(path.suffix, "application/octet-stream"),
                             headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/study", response_model=Study, responses=responses())
     def api_study():
-        return {k: study.get(k) for k in Study.model_fields}
+        return {k: state.study.get(k) for k in Study.model_fields}
 
     @app.get("/api/next", response_model=Next, responses=responses(401))
     def api_next(rater: str = Depends(rater_of)):
-        conn = db()
-        judged = {r[0] for r in conn.execute("SELECT pair_id FROM judgments WHERE rater = ?", (rater,))}
-        c = counts()
-        now = time.monotonic()
-        with lock:
-            for pid in list(reservations):
-                held = {r: t for r, t in reservations[pid].items() if now - t < reserve_seconds}
-                if held:
-                    reservations[pid] = held
-                else:
-                    del reservations[pid]
-            todo = [pid for pid in pair_by_id if pid not in judged]
-            base = {"rater": rater, "judged_by_you": len(judged), "total_pairs": len(pair_by_id)}
-            if not todo:
-                return {"done": True, **base}
-
-            def rank(pid):
-                pending = sum(1 for r in reservations.get(pid, ()) if r != rater)
-                tie = hashlib.sha256(f"{rater}\0{pid}".encode()).hexdigest()
-                return (c[pid] + pending, tie)
-
-            pid = min(todo, key=rank)
-            reservations.setdefault(pid, {})[rater] = now
-        p = pair_by_id[pid]
-        return {"done": False, "pair_id": pid,
-                "left": {fmt: f"/videos/{name}" for fmt, name in p["left"].items()},
-                "right": {fmt: f"/videos/{name}" for fmt, name in p["right"].items()},
-                "remaining_for_you": len(todo), **base}
+        return state.next_for(rater)
 
     @app.post("/api/judgments", status_code=201, response_model=Stored,
               responses=responses(400, 401, 403, 404, 408, 409, 413, 415, 422),
@@ -249,79 +230,24 @@ def create_app(package_dir, *, db_path=None, max_body_bytes: int = 4096,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": Judgment.model_json_schema()}}}})
     async def api_judgments(request: Request, rater: str = Depends(rater_of)):
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > max_body_bytes:
-                    return _error(413, f"body larger than {max_body_bytes} bytes")
-            except ValueError:
-                return _error(400, "bad Content-Length")
-        body = bytearray()
-
-        async def read() -> bool:
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > max_body_bytes:
-                    return False
-            return True
-
-        try:
-            if not await asyncio.wait_for(read(), body_timeout_s):
-                return _error(413, f"body larger than {max_body_bytes} bytes")
-        except asyncio.TimeoutError:
-            return _error(408, f"body not received within {body_timeout_s:g} s")
-        try:
-            data = json.loads(bytes(body).decode("utf-8"), parse_constant=_no_constants)
-            _clean_json(data)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return _error(400, "body is not JSON")
-        except UnicodeEncodeError:  # before ValueError, its base class
-            return _error(400, "body holds a lone surrogate (not valid Unicode)")
-        except ValueError as e:  # NaN, Infinity, -Infinity
-            return _error(400, f"body is not JSON: {e}")
-        except RecursionError:
-            return _error(400, "body is nested too deeply")
-        if not isinstance(data, dict):
-            return _invalid([{"loc": ["body"], "msg": "body must be a JSON object", "type": "model_type"}])
+        data = await read_json_object(request, max_body_bytes, body_timeout_s)
+        if isinstance(data, JSONResponse):
+            return data
         try:
             j = Judgment.model_validate(data)
         except ValidationError as e:
             return _invalid(e.errors(include_url=False), prefix=("body",))
-        if j.pair_id not in pair_by_id:
+        if j.pair_id not in state.pairs:
             return _error(404, f"unknown pair {j.pair_id!r}")
-        created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-        def insert() -> int:  # committed (fsync'ed) before the 201 goes out
-            conn = db()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute(
-                    "INSERT INTO judgments (rater, pair_id, choice, created, elapsed_ms) "
-                    "VALUES (?, ?, ?, ?, ?)", (rater, j.pair_id, j.choice, created, j.elapsed_ms))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return cur.lastrowid
-
         try:
-            row_id = await run_in_threadpool(insert)
+            stored = await run_in_threadpool(state.record, rater, j.pair_id, j.choice, j.elapsed_ms)
         except sqlite3.IntegrityError:
             return _error(409, f"rater {rater!r} has already judged pair {j.pair_id!r}")
-        with lock:
-            reservations.get(j.pair_id, {}).pop(rater, None)
-        return JSONResponse({"id": row_id, "rater": rater, "pair_id": j.pair_id,
-                             "choice": j.choice, "created": created}, status_code=201)
+        return JSONResponse(stored, status_code=201)
 
     @app.get("/api/progress", response_model=Progress, responses=responses())
     def api_progress():
-        c = counts()
-        raters = db().execute("SELECT COUNT(DISTINCT j.rater) FROM judgments j JOIN raters r ON "
-                              "r.rater = j.rater AND r.revoked IS NULL").fetchone()[0]
-        below = [pid for pid, k in c.items() if k < min_judgments]
-        return {"pairs": c, "min_judgments": min_judgments, "below_min": below,
-                "complete": not below, "total_judgments": sum(c.values()), "raters": raters,
-                "n_pairs": len(c)}
+        return state.progress()
 
     return app
 
