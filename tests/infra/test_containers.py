@@ -404,10 +404,11 @@ def prefect_docker():
 
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
-def test_ingest_deployment_runs_on_a_docker_work_pool(prefect_docker, image, docker_socket, prefect_server, repo,
+def test_deployments_run_on_docker_work_pools(prefect_docker, image, docker_socket, prefect_server, repo,
                                                       tmp_path):
     """infra/prefect.yaml's `ingest` deployment, on pools made from infra/work-pools/, run by a
-    Prefect docker worker in the vqvp image through Podman's socket, on a bind-mounted workspace."""
+    Prefect docker worker in the vqvp image through Podman's socket, on a bind-mounted workspace;
+    then the orchestrating deployment placing each stage on its pool's docker worker."""
     env = dict(prefect_server)
     prefect = str(BIN / "prefect")
     # The pools, as infra/README.md creates them; the server validates each base job template.
@@ -426,27 +427,47 @@ def test_ingest_deployment_runs_on_a_docker_work_pool(prefect_docker, image, doc
     _chown(repo)  # the container's user (uid 1000) works in the mounted repository
     log = tmp_path / "worker.log"
     worker_env = {**env, "DOCKER_HOST": docker_socket}
+    job_variables = {
+        "image": image,
+        "network_mode": "host",  # the container reaches the test server on loopback
+        "volumes": [f"{repo}:/workspace"],
+        "env": {"VQVP_WORKDIR": "/workspace", "PYTHONUNBUFFERED": "1"},
+        "image_pull_policy": "Never",
+        "container_create_kwargs": {},  # the GPU pool's device_requests: no GPU on the test host
+    }
     with log.open("w") as out:
-        worker = subprocess.Popen([prefect, "worker", "start", "--pool", "vqvp-cpu", "--type", "docker", "--limit", "1"],
-                                  env=worker_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+        workers = [subprocess.Popen([prefect, "worker", "start", "--pool", pool, "--type", "docker", "--limit", "1"],
+                                    env=worker_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+                   for pool in ("vqvp-cpu", "vqvp-gpu")]
     try:
         started = time.monotonic()
-        state = _run_deployment(env, "vqvp-pipeline/ingest", parameters={"overrides": TINY_INGEST}, job_variables={
-            "image": image,
-            "network_mode": "host",  # the container reaches the test server on loopback
-            "volumes": [f"{repo}:/workspace"],
-            "env": {"VQVP_WORKDIR": "/workspace", "PYTHONUNBUFFERED": "1"},
-            "image_pull_policy": "Never",
-        }, timeout=900, log=log)
+        state = _run_deployment(env, "vqvp-pipeline/ingest", parameters={"overrides": TINY_INGEST},
+                                job_variables=job_variables, timeout=900, log=log)
         elapsed = time.monotonic() - started
+        assert state == "COMPLETED", f"flow run ended {state}:\n{log.read_text()[-6000:]}"
+        print(f"\ningest deployment through the docker worker: {elapsed:.1f} s")
+        manifest = repo / "data" / "clips" / "manifest.parquet"
+        assert manifest.is_file() and manifest.stat().st_uid == UID
+        assert "ingest" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        assert yaml.safe_load((repo / "params.yaml").read_text())["ingest"]["size"] == 32  # the run's overrides
+        # The orchestrating deployment, in a container on the CPU pool, starts the stage deployments as
+        # subflows, each in a container of its own pool: ingest (up to date: DVC skips it) on vqvp-cpu,
+        # train_vqvae on vqvp-gpu.
+        from tests.conftest import FAST_TRAIN, SMALL_MODEL
+
+        state = _run_deployment(env, "vqvp-orchestrate/orchestrated", parameters={
+            "overrides": TINY_INGEST + SMALL_MODEL + FAST_TRAIN, "stages": ["ingest", "train_vqvae"],
+            "job_variables": job_variables}, job_variables=job_variables, timeout=900, log=log)
     finally:
-        _stop(worker)
-    assert state == "COMPLETED", f"flow run ended {state}:\n{log.read_text()[-6000:]}"
-    print(f"\ningest deployment through the docker worker: {elapsed:.1f} s")
-    manifest = repo / "data" / "clips" / "manifest.parquet"
-    assert manifest.is_file() and manifest.stat().st_uid == UID
-    assert "ingest" in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert yaml.safe_load((repo / "params.yaml").read_text())["ingest"]["size"] == 32  # the run's overrides
+        for worker in workers:
+            _stop(worker)
+    assert state == "COMPLETED", f"orchestrated run ended {state}:\n{log.read_text()[-6000:]}"
+    assert {"ingest", "train_vqvae"} <= set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
+    assert (repo / "models" / "vqvae" / "model.pt").stat().st_uid == UID  # written in the GPU pool's container
+    from tests.infra.test_orchestrate import _flow_runs
+
+    pools = {r["deployment"]: r["pool"] for r in _flow_runs(env)}
+    assert (pools["orchestrated"], pools["ingest"], pools["train-vqvae"]) == ("vqvp-cpu", "vqvp-cpu", "vqvp-gpu")
 
 
 def _run_deployment(env: dict, name: str, parameters: dict, job_variables: dict, timeout: float,
