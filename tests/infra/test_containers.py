@@ -436,9 +436,10 @@ def test_deployments_run_on_docker_work_pools(prefect_docker, image, docker_sock
         "container_create_kwargs": {},  # the GPU pool's device_requests: no GPU on the test host
     }
     with log.open("w") as out:
-        workers = [subprocess.Popen([prefect, "worker", "start", "--pool", pool, "--type", "docker", "--limit", "1"],
+        # the CPU pool runs the orchestrating flow and, beside it, its CPU stages: room for 2
+        workers = [subprocess.Popen([prefect, "worker", "start", "--pool", pool, "--type", "docker", "--limit", limit],
                                     env=worker_env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
-                   for pool in ("vqvp-cpu", "vqvp-gpu")]
+                   for pool, limit in (("vqvp-cpu", "2"), ("vqvp-gpu", "1"))]
     try:
         started = time.monotonic()
         state = _run_deployment(env, "vqvp-pipeline/ingest", parameters={"overrides": TINY_INGEST},
