@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import BIN, FAST
+from tests.conftest import BIN, FAST, required
 from tests.infra.test_containers import INFRA, _run_deployment, _sh, _stop, prefect_server  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -32,8 +32,19 @@ with get_client(sync_client=True) as client:
     return json.loads(_sh([sys.executable, "-c", script], env=env, timeout=120).stdout)
 
 
+@pytest.fixture
+def without_required_containers():
+    """Where containers are required (CI), the docker-worker test of test_containers.py checks the
+    same placement with real containers, and the process-worker one would repeat it: skipped there
+    (before the Prefect server starts)."""
+    if required("containers"):
+        pytest.skip("VQVP_REQUIRE=containers: test_containers.py::test_deployments_run_on_docker_work_pools "
+                    "runs the orchestrating deployment on docker workers instead")
+
+
 @pytest.mark.timeout(1200)
-def test_each_stage_runs_on_its_pool_through_the_orchestrating_flow(prefect_server, repo, tmp_path):
+def test_each_stage_runs_on_its_pool_through_the_orchestrating_flow(without_required_containers, prefect_server,
+                                                                    repo, tmp_path):
     env = {**prefect_server, "VQVP_WORKDIR": str(repo)}  # prefect.yaml's pull step: the workspace
     prefect = str(BIN / "prefect")
     for pool in ("vqvp-cpu", "vqvp-gpu"):
