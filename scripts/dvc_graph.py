@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("vqvp_core", "stages", "flows")
 ENTRY = ("flows/cli.py", "stages/__init__.py")
 # Leaf keys that never change a stage's outputs (README, 'Reruns').
-BOOKKEEPING = {"register_as", "alias", "log_videos", "device", "log_every", "ckpt_every", "keep_last",
+BOOKKEEPING = {"register_as", "register_video_as", "alias", "log_videos", "device", "log_every", "ckpt_every", "keep_last",
                "num_workers", "workers"}
 # The params sections each stage reads, besides its own (the stage's name without train_).
 EXTRA_SECTIONS = {"evaluate": ["ingest.source", "ingest.synthetic"]}

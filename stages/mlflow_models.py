@@ -57,26 +57,31 @@ def log_component(mlflow, kind: str, model_file: Path, name: str, alias: str, si
 
 
 def log_predictor(mlflow, model_files: dict[str, Path], size: int, sampling: dict[str, Any], name: str,
-                  alias: str) -> str | None:
+                  alias: str, video: bool = False, fps: float = 8.0) -> str | None:
     """The video predictor (the three model files together) with its signature, sampling params and
     an input example, registered as `name` with `alias`. `sampling`: temperature, top_k, seed,
-    batch_size (the defaults a request may override)."""
+    batch_size (the defaults a request may override). `video`: its input is a column of video paths
+    or URLs, read at `fps` (the training data's) as ingest reads them, instead of frames."""
     import numpy as np
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     from vqvp_core.clip import CLIP_FRAMES, GIVEN_FRAMES
 
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, GIVEN_FRAMES, -1, -1, 3))]),
-        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, CLIP_FRAMES, size, size, 3))]),
-        params=ParamSchema([ParamSpec("temperature", "double", float(sampling["temperature"])),
-                            ParamSpec("top_k", "long", int(sampling.get("top_k") or 0)),
-                            ParamSpec("seed", "long", int(sampling.get("seed", 0)))]))
-    config = {"role": "predictor", "temperature": float(sampling["temperature"]),
+    params = [ParamSpec("temperature", "double", float(sampling["temperature"])),
+              ParamSpec("top_k", "long", int(sampling.get("top_k") or 0)),
+              ParamSpec("seed", "long", int(sampling.get("seed", 0)))]
+    if video:
+        inputs, example = Schema([ColSpec("string", "video")]), None  # a path would not exist elsewhere
+        params.append(ParamSpec("start", "long", 0))
+    else:
+        inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, GIVEN_FRAMES, -1, -1, 3))])
+        example = np.zeros((1, GIVEN_FRAMES, size, size, 3), np.uint8)
+    signature = ModelSignature(inputs=inputs, params=ParamSchema(params),
+                               outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, CLIP_FRAMES, size, size, 3))]))
+    config = {"role": "video_predictor" if video else "predictor", "temperature": float(sampling["temperature"]),
               "seed": int(sampling.get("seed", 0)), "batch_size": int(sampling.get("batch_size", 16)),
-              "given_frames": GIVEN_FRAMES, "frames": CLIP_FRAMES, "size": size}
-    example = np.zeros((1, GIVEN_FRAMES, size, size, 3), np.uint8)
+              "given_frames": GIVEN_FRAMES, "frames": CLIP_FRAMES, "size": size, "fps": float(fps)}
     with tempfile.TemporaryDirectory() as tmp:  # one name per file: MLflow keeps artifacts by file name
         files = {}
         for kind, path in model_files.items():

@@ -10,6 +10,12 @@ library travels with the model (`code_paths`), so it loads where vqvp is not ins
           to the models' frame size S as ingest scales frames
   params  `temperature` (default: the sample stage's), `top_k` (0 = all codes), `seed`
   output  uint8 (N, 16, S, S, 3): the 4 given frames decoded, then the 12 predicted
+- `video_predictor` (registered as `vqvp-video-predictor`): the same, from videos.
+  input   a table with a string column `video`: paths or URLs (anything fsspec opens: s3://,
+          https://), in any format PyAV reads
+  params  those of `predictor`, and `start`: the first given frame, counted at the training fps
+  output  uint8 (N, 16, S, S, 3): for each video, 4 frames from `start` (resampled to the training
+          fps and resized/cropped to S exactly as ingest does) decoded, then the 12 predicted
 - `vqvae`: input uint8 clips (N, T, S, S, 3), T a multiple of 4 -> their reconstructions.
 - `top_prior`, `bottom_prior`: no prediction of their own (a prior predicts codes inside the
   predictor); `unwrap_python_model().model` is the torch module, as for every role.
@@ -34,19 +40,47 @@ class VqvpModel(PythonModel):
         self.config = dict(context.model_config or {})
         self.role = self.config.get("role", "predictor")
         device = resolve_device(os.environ.get("VQVP_DEVICE", "auto"))  # auto: a GPU if there is one
-        if self.role == "predictor":
+        if self.role in ("predictor", "video_predictor"):
             self.model = Predictor.from_files(*(context.artifacts[k] for k in COMPONENTS), device=device)
         else:
             self.model = load_model(context.artifacts["model"], self.role, device)
 
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
         frames = np.asarray(model_input)
+        if self.role == "video_predictor":
+            return self._predict_video(self._read_videos(model_input, dict(params or {})), dict(params or {}))
         if self.role == "predictor":
             return self._predict_video(frames, dict(params or {}))
         if self.role == "vqvae":
             return self._reconstruct(frames)
         raise ValueError(f"a {self.role} predicts codes only inside the video predictor: load "
                          f"models:/vqvp-predictor@ALIAS, or unwrap_python_model().model for the torch module")
+
+    def _read_videos(self, model_input, params: dict) -> np.ndarray:
+        """The 4 given frames of each video in the input's `video` column, as ingest reads them."""
+        from vqvp_core.clip import GIVEN_FRAMES
+        from vqvp_core.video.io import VideoError, decode_frames
+
+        videos = model_input["video"] if hasattr(model_input, "columns") or isinstance(model_input, dict) else model_input
+        videos = [str(v) for v in (videos.tolist() if hasattr(videos, "tolist") else list(videos))]
+        if not videos:
+            raise ValueError("no videos given: the input needs a column `video` of paths or URLs")
+        fps, size = float(self.config["fps"]), self.model.vqvae.config.size
+        start = int(params.get("start") or 0)
+        if start < 0:
+            raise ValueError(f"start = {start}: expected a frame index >= 0")
+        out = []
+        for video in videos:
+            try:
+                frames = list(decode_frames(video, target_fps=fps, size=size, start_time=start / fps,
+                                            max_frames=GIVEN_FRAMES))
+            except VideoError as exc:
+                raise ValueError(f"cannot read {video}: {exc}") from None
+            if len(frames) < GIVEN_FRAMES:
+                raise ValueError(f"{video} is too short: {len(frames)} frames from frame {start} at {fps:g} fps, "
+                                 f"need {GIVEN_FRAMES}")
+            out.append(np.stack(frames))
+        return np.stack(out)
 
     def _predict_video(self, frames: np.ndarray, params: dict) -> np.ndarray:
         from vqvp_core.clip import GIVEN_FRAMES

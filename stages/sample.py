@@ -96,9 +96,11 @@ def _body(ctx: StageContext, args) -> None:
     ctx.mlflow.log_artifacts(str(OUT / "videos"), artifact_path="videos")
     from stages.mlflow_models import log_predictor
 
-    uri = log_predictor(ctx.mlflow, {k: path / "model.pt" for k, path in MODELS.items()}, predictor.vqvae.config.size,
-                        {"temperature": p.temperature, "top_k": p.top_k, "seed": p.seed, "batch_size": p.batch_size},
-                        p.register_as, p.alias)
+    files, sampling = {k: path / "model.pt" for k, path in MODELS.items()}, {
+        "temperature": p.temperature, "top_k": p.top_k, "seed": p.seed, "batch_size": p.batch_size}
+    uri = log_predictor(ctx.mlflow, files, predictor.vqvae.config.size, sampling, p.register_as, p.alias)
+    log_predictor(ctx.mlflow, files, predictor.vqvae.config.size, sampling, p.register_video_as, p.alias,
+                  video=True, fps=ctx.params.ingest.fps)
     print(f"sample: {n} test clips x {r['samples']} samples -> {OUT}/; PSNR of frames 5-16: one sample "
           f"{r['single']:.2f} dB, best of {r['samples']} {r['best']:.2f} dB, mean of the samples {r['mean']:.2f} dB; "
           f"copy-last-frame {stats['psnr_copy_last_frame']:.2f} dB; a draw beats copy-last on {r['beats_copy_last']:.0%} of the clips"

@@ -176,7 +176,9 @@ class SampleParams(_Section):
     videos: int = Field(8, ge=0, description="side-by-side videos (given | predicted | ground truth) written")
     register_as: str = Field("vqvp-predictor", min_length=1, description=(
         "MLflow registered model of the video predictor (the three models as one pyfunc; README, 'MLflow')"))
-    alias: str = Field("candidate", min_length=1, description="alias set on the new predictor version")
+    register_video_as: str = Field("vqvp-video-predictor", min_length=1, description=(
+        "MLflow registered model of the same predictor taking video paths or URLs"))
+    alias: str = Field("candidate", min_length=1, description="alias set on the new predictors' versions")
 
 
 class I3DParams(_Section):

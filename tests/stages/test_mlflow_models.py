@@ -2,7 +2,9 @@
 process with mlflow.pyfunc.load_model, and served over HTTP by `mlflow models serve`."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 from tests.conftest import BIN, SMALL_MODEL, TINY_INGEST
 
 SIZE = 32  # TINY_INGEST's frame size
+FPS = 8.0  # the training data's rate the video predictor reads videos at
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,9 @@ def store(tmp_path_factory):
         assert log_component(mlflow, "top_prior", files["top_prior"], "vqvp-top-prior", "candidate") is not None
         got = log_predictor(mlflow, files, SIZE, {"temperature": 0.7, "top_k": None, "seed": 0, "batch_size": 8},
                             "vqvp-predictor", "candidate")
-    assert got == "models:/vqvp-predictor@candidate"
+        video = log_predictor(mlflow, files, SIZE, {"temperature": 0.7, "top_k": None, "seed": 0, "batch_size": 8},
+                              "vqvp-video-predictor", "candidate", video=True, fps=FPS)
+    assert got == "models:/vqvp-predictor@candidate" and video == "models:/vqvp-video-predictor@candidate"
     return {"uri": uri, "files": files, "root": root}
 
 
@@ -95,6 +100,36 @@ def test_predictor_loads_in_a_fresh_process_and_predicts_as_the_library(store, t
     assert np.array_equal(seeded, _reference(store["files"], given, 1.0, 3))  # a request's params are used
 
 
+def test_video_predictor_reads_paths_as_ingest_does(store, tmp_path):
+    """A column of video paths in: 4 frames from `start` read at the training fps and size as ingest
+    reads them, then the same prediction as the library's from those frames."""
+    from vqvp_core.video.io import decode_frames
+    from vqvp_core.video.write import write_video
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i, (h, w) in enumerate(((48, 64), (40, 40))):  # real mp4 files, not square, not the models' size
+        paths.append(str(write_video(tmp_path / f"v{i}.mp4", rng.integers(0, 256, (12, h, w, 3), dtype=np.uint8),
+                                     fps=FPS)))
+    script = textwrap.dedent(f"""
+        import mlflow, numpy as np, pandas as pd
+        mlflow.set_tracking_uri({store['uri']!r})
+        model = mlflow.pyfunc.load_model("models:/vqvp-video-predictor@candidate")
+        out = model.predict(pd.DataFrame({{"video": {paths!r}}}), params={{"start": 2, "seed": 4}})
+        np.save({str(tmp_path / 'out.npy')!r}, out)
+        try:
+            model.predict(pd.DataFrame({{"video": [{str(tmp_path / 'missing.mp4')!r}]}}))
+        except Exception as exc:
+            print("REFUSED", exc)
+    """)
+    run = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "REFUSED" in run.stdout and "missing.mp4" in run.stdout
+    given = np.stack([np.stack(list(decode_frames(p, target_fps=FPS, size=SIZE, start_time=2 / FPS, max_frames=4)))
+                      for p in paths])
+    assert np.array_equal(np.load(tmp_path / "out.npy"), _reference(store["files"], given, 0.7, 4))
+
+
 def test_components_load_as_pyfunc_without_pickle(store):
     import mlflow
     import torch
@@ -123,13 +158,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_a_prediction(store, tmp_path):
+@contextlib.contextmanager
+def _served(model: str, uri: str, cwd):
+    """`mlflow models serve` of a registered model on a free loopback port; yields its base URL."""
     port = _free_port()
-    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": store["uri"]}
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/vqvp-predictor@candidate",
-                               "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "-w", "1"],
-                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model, "--env-manager", "local",
+                               "--host", "127.0.0.1", "-p", str(port), "-w", "1"],
+                              env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -139,19 +175,39 @@ def test_mlflow_models_serve_answers_a_prediction(store, tmp_path):
                         break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow models serve did not come up: {server.stdout.read()[-3000:] if server.poll() is not None else 'timeout'}")
+                    pytest.fail(f"mlflow models serve did not come up: "
+                                f"{server.stdout.read()[-3000:] if server.poll() is not None else 'timeout'}")
                 time.sleep(1)
-        given = _given(n=1)
-        body = json.dumps({"inputs": given.tolist(), "params": {"seed": 5}}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as r:
-            predictions = np.asarray(json.loads(r.read())["predictions"], dtype=np.uint8)
-        assert predictions.shape == (1, 16, SIZE, SIZE, 3)
-        assert np.array_equal(predictions, _reference(store["files"], given, 0.7, 5))
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def _invoke(base: str, body: dict) -> np.ndarray:
+    request = urllib.request.Request(f"{base}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as r:
+        return np.asarray(json.loads(r.read())["predictions"], dtype=np.uint8)
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_prediction(store, tmp_path):
+    given = _given(n=1)
+    with _served("models:/vqvp-predictor@candidate", store["uri"], tmp_path) as base:
+        predictions = _invoke(base, {"inputs": given.tolist(), "params": {"seed": 5}})
+    assert predictions.shape == (1, 16, SIZE, SIZE, 3)
+    assert np.array_equal(predictions, _reference(store["files"], given, 0.7, 5))
+    # the video predictor, a path in a dataframe record
+    from vqvp_core.video.io import decode_frames
+    from vqvp_core.video.write import write_video
+
+    video = str(write_video(tmp_path / "clip.mp4", np.random.default_rng(5).integers(0, 256, (8, 36, 52, 3),
+                                                                                         dtype=np.uint8), fps=FPS))
+    with _served("models:/vqvp-video-predictor@candidate", store["uri"], tmp_path) as base:
+        predictions = _invoke(base, {"dataframe_records": [{"video": video}], "params": {"seed": 6}})
+    frames = np.stack(list(decode_frames(video, target_fps=FPS, size=SIZE, max_frames=4)))[None]
+    assert np.array_equal(predictions, _reference(store["files"], frames, 0.7, 6))

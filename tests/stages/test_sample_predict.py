@@ -33,6 +33,7 @@ def test_sample_stage(models_workdir):
     # the stage registered the video predictor, from this run, with its sampling defaults
     version = client.get_model_version_by_alias("vqvp-predictor", "candidate")
     assert version.run_id == runs[0].info.run_id
+    assert client.get_model_version_by_alias("vqvp-video-predictor", "candidate").run_id == runs[0].info.run_id
     import mlflow
 
     predictor = mlflow.pyfunc.load_model("models:/vqvp-predictor@candidate")
