@@ -42,18 +42,14 @@ def resolve_model(ref: str, tmp: Path) -> Path:
 
 def read_frames(video: str, fps: float, size: int, start: int):
     """Up to 16 frames from frame `start` (at `fps`), or a clear error."""
-    import numpy as np
-
-    from vqvp_core.video.io import VideoError, decode_frames
+    from vqvp_core.video.io import VideoError, read_clip
 
     try:
-        frames = list(decode_frames(video, target_fps=fps, size=size, start_time=start / fps, max_frames=CLIP))
+        return read_clip(video, fps, size, start)
     except VideoError as exc:
+        if exc.reason == "too_short":
+            raise SystemExit(f"vqvp predict: {video} is too short: {exc.message}") from None
         raise SystemExit(f"vqvp predict: cannot read {video}: {exc}") from None
-    if len(frames) < GIVEN:
-        raise SystemExit(f"vqvp predict: {video} is too short: {len(frames)} frames from frame {start} at "
-                         f"{fps:g} fps, need at least {GIVEN}")
-    return np.stack(frames)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-# the preset files (vqvp_core.config.preset_names, without importing the schema: keeps `vqvp -h` fast)
-PRESET_NAMES = tuple(sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "vqvp_core" / "presets").glob("*.yaml")))
+from vqvp_core import presets  # the preset files only (not the schema: keeps `vqvp -h` fast)
+
+PRESET_NAMES = tuple(presets.names())
 
 # The ephemeral Prefect server would try to phone home (and log an error on a closed network).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

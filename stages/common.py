@@ -71,9 +71,14 @@ def home_workspace(cwd: Path | None = None) -> Path:
     return cwd
 
 
+def local_store() -> str:
+    """The default MLflow store: a SQLite file in the project's workspace (no server)."""
+    return f"sqlite:///{home_workspace() / 'mlflow.db'}"
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store in the project's workspace (no server)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_workspace() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI if set, else the local store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store()
 
 
 def open_experiment(mlflow) -> None:
@@ -81,7 +86,7 @@ def open_experiment(mlflow) -> None:
     store keeps its artifacts in the project's mlruns/ (MLflow's default is the working
     directory's, which for a DVC experiment is a temporary copy)."""
     uri = tracking_uri()
-    local = uri == f"sqlite:///{home_workspace() / 'mlflow.db'}"  # the default store (not a server)
+    local = uri == local_store()  # (not a server, nor a store someone chose)
     mlflow.set_tracking_uri(uri)  # (MLflow also exports it as MLFLOW_TRACKING_URI)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
     if local and mlflow.get_experiment_by_name(name) is None:

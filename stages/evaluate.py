@@ -43,20 +43,12 @@ def load_draws(preds):
     return draws
 
 
-def reconstruct(originals, device, batch: int = 16):
-    import numpy as np
-    import torch
-
-    from vqvp_core.models.vqvae import clips_to_input, output_to_uint8
+def reconstruct(originals, device):
+    """The VQ-VAE's reconstructions of the test clips (models/vqvae/model.pt)."""
     from vqvp_core.models.registry import load_model
+    from vqvp_core.models.vqvae import reconstruct as decode_own_codes
 
-    model = load_model(VQVAE, "vqvae", device)
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(originals), batch):
-            top, bottom = model.encode(clips_to_input(originals[s:s + batch], device))
-            out.append(output_to_uint8(model.decode_codes(top, bottom)).cpu().numpy())
-    return np.concatenate(out)
+    return decode_own_codes(load_model(VQVAE, "vqvae", device), originals)
 
 
 def motion_block(params, preds, originals, recons, manifest, ssims: dict) -> dict:

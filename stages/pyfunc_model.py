@@ -46,23 +46,22 @@ class VqvpModel(PythonModel):
             self.model = load_model(context.artifacts["model"], self.role, device)
 
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
-        frames = np.asarray(model_input)
+        params = dict(params or {})
         if self.role == "video_predictor":
-            return self._predict_video(self._read_videos(model_input, dict(params or {})), dict(params or {}))
+            return self._predict_video(self._read_videos(model_input, params), params)
         if self.role == "predictor":
-            return self._predict_video(frames, dict(params or {}))
+            return self._predict_video(np.asarray(model_input), params)
         if self.role == "vqvae":
-            return self._reconstruct(frames)
+            return self._reconstruct(np.asarray(model_input))
         raise ValueError(f"a {self.role} predicts codes only inside the video predictor: load "
                          f"models:/vqvp-predictor@ALIAS, or unwrap_python_model().model for the torch module")
 
     def _read_videos(self, model_input, params: dict) -> np.ndarray:
         """The 4 given frames of each video in the input's `video` column, as ingest reads them."""
         from vqvp_core.clip import GIVEN_FRAMES
-        from vqvp_core.video.io import VideoError, decode_frames
+        from vqvp_core.video.io import VideoError, read_clip
 
-        videos = model_input["video"] if hasattr(model_input, "columns") or isinstance(model_input, dict) else model_input
-        videos = [str(v) for v in (videos.tolist() if hasattr(videos, "tolist") else list(videos))]
+        videos = [str(v) for v in model_input["video"]]  # the signature's string column
         if not videos:
             raise ValueError("no videos given: the input needs a column `video` of paths or URLs")
         fps, size = float(self.config["fps"]), self.model.vqvae.config.size
@@ -72,14 +71,9 @@ class VqvpModel(PythonModel):
         out = []
         for video in videos:
             try:
-                frames = list(decode_frames(video, target_fps=fps, size=size, start_time=start / fps,
-                                            max_frames=GIVEN_FRAMES))
+                out.append(read_clip(video, fps, size, start, frames=GIVEN_FRAMES, need=GIVEN_FRAMES))
             except VideoError as exc:
-                raise ValueError(f"cannot read {video}: {exc}") from None
-            if len(frames) < GIVEN_FRAMES:
-                raise ValueError(f"{video} is too short: {len(frames)} frames from frame {start} at {fps:g} fps, "
-                                 f"need {GIVEN_FRAMES}")
-            out.append(np.stack(frames))
+                raise ValueError(f"cannot read {video}: {exc.message}") from None
         return np.stack(out)
 
     def _predict_video(self, frames: np.ndarray, params: dict) -> np.ndarray:
@@ -100,17 +94,13 @@ class VqvpModel(PythonModel):
         return self.model.predict(frames, temperature, top_k, seed, batch_size=int(self.config.get("batch_size", 16)))
 
     def _reconstruct(self, clips: np.ndarray):
-        import torch
-
-        from vqvp_core.models.vqvae import clips_to_input, output_to_uint8
+        from vqvp_core.models.vqvae import reconstruct
 
         size = self.model.config.size
         if clips.ndim != 5 or clips.shape[1] % 4 or clips.shape[2:] != (size, size, 3) or clips.dtype != np.uint8:
             raise ValueError(f"input must be uint8 clips (N, T, {size}, {size}, 3), T a multiple of 4; "
                              f"got {clips.dtype} {clips.shape}")
-        device = next(self.model.parameters()).device
-        with torch.no_grad():
-            return output_to_uint8(self.model.eval()(clips_to_input(torch.from_numpy(clips), device)).recon).cpu().numpy()
+        return reconstruct(self.model, clips)
 
 
 mlflow.models.set_model(VqvpModel())

@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vqvp_core import presets
 from vqvp_core.clip import GIVEN_FRAMES
 from vqvp_core.configbase import CoreConfig
 from vqvp_core.data.synthetic import SyntheticConfig, SyntheticSource
@@ -313,7 +314,7 @@ class Params(_Section):
         return self
 
 
-PRESETS_DIR = Path(__file__).parent / "presets"
+PRESETS_DIR = presets.DIR
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -328,8 +329,8 @@ def deep_merge(base: dict, update: dict) -> dict:
 
 
 def preset_names() -> list[str]:
-    """The presets: one YAML file each in vqvp_core/presets/."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    """The presets: one YAML file each in PRESETS_DIR (vqvp_core/presets/)."""
+    return presets.names(PRESETS_DIR)
 
 
 def _preset_file(name: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from vqvp_core.config import (
-    PRESETS_DIR, ConfigError, Params, apply_overrides, dump_params, flatten, load_params, parse_override,
+    PRESETS_DIR, ConfigError, apply_overrides, dump_params, flatten, load_params, parse_override,
     preset_dict, preset_names, validate,
 )
 

@@ -33,7 +33,7 @@ from vqvp_core.configbase import Bool, CoreConfig, Float, NonNegativeInt, Positi
 from vqvp_core.models.blocks3d import Decoder3d, Encoder3d, channels_last_convs
 from vqvp_core.models.quantizer import EMAQuantizer, QuantizerStats
 
-__all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "clips_to_input", "output_to_uint8",
+__all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "clips_to_input", "output_to_uint8", "reconstruct",
            "COND_FRAMES"]
 
 _BOTTOM_STRIDES = ((2, 2, 2), (1, 2, 2))  # time /2, space /4; time first: halves the cost
@@ -300,3 +300,14 @@ def output_to_uint8(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must be float in [-1, 1], got {x.dtype}")
     y = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     return y.permute(0, 2, 3, 4, 1).contiguous()  # (B, C, T, H, W) -> (B, T, H, W, C)
+
+
+@torch.no_grad()
+def reconstruct(model: VQVAE, clips: np.ndarray | torch.Tensor, batch: int = 16) -> np.ndarray:
+    """uint8 clips (N, T, H, W, 3) -> their reconstructions, uint8 (N, T, H, W, 3): encoded to codes
+    and decoded, ``batch`` clips at a time on the model's device."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = [output_to_uint8(model.decode_codes(*model.encode(clips_to_input(clips[s:s + batch], device)))).cpu().numpy()
+           for s in range(0, len(clips), batch)]
+    return np.concatenate(out)

@@ -75,6 +75,7 @@ import numpy as np
 
 from av.sidedata.sidedata import Type as _SideDataType
 
+from vqvp_core.clip import CLIP_FRAMES, GIVEN_FRAMES
 from vqvp_core.video.container import REASONS, Source, VideoError, describe, open_container, video_stream
 from vqvp_core.video.transform import IDENTITY, _Scaler, display_orientation, frame_to_square_rgb
 
@@ -438,6 +439,18 @@ def decode_frames(
     gen = _timed_frames(source, target_fps, int(size), start_time, end_time, max_frames,
                         max_decode_errors, threads)
     return (arr for _, arr in gen)
+
+
+def read_clip(source: Source, fps: float, size: int, start: int = 0, frames: int = CLIP_FRAMES,
+              need: int = GIVEN_FRAMES) -> np.ndarray:
+    """Up to ``frames`` frames of ``source`` from frame ``start`` (counted at ``fps``), as ingest
+    reads them: uint8 (T, size, size, 3). A VideoError (reason ``too_short``) with fewer than
+    ``need``. What `vqvp predict` and the MLflow video predictor read their given frames with."""
+    got = list(decode_frames(source, target_fps=fps, size=size, start_time=start / fps, max_frames=frames))
+    if len(got) < need:
+        raise VideoError("too_short", f"{len(got)} frames from frame {start} at {fps:g} fps, need at least {need}",
+                         str(source))
+    return np.stack(got)
 
 
 def iter_windows(frames: Iterable[np.ndarray], clip_len: int = 16,
