@@ -290,6 +290,8 @@ class Params(_Section):
             if key in model and model[key] != want:
                 raise ValueError(f"vqvae.model.{key} = {model[key]!r} contradicts ingest.{other} = {want!r}: "
                                  f"the VQ-VAE is built for the clips ingest makes; set ingest.{other} only")
+            if key == "size" and not (isinstance(want, int) and want % 8 == 0):
+                continue  # ingest.size's own check names the mistake, once
             model[key] = want
         return {**data, "vqvae": {**vqvae, "model": model}}
 

@@ -212,3 +212,10 @@ def test_repo_params_file_is_valid_and_matches_tiny():
     with open("params.yaml") as fh:
         data = yaml.safe_load(fh)
     assert validate(data) == validate(preset_dict("tiny"))
+
+
+def test_a_bad_frame_size_is_reported_once():
+    """ingest.size is also the VQ-VAE's: a bad one is one error, named by its own key."""
+    with pytest.raises(ConfigError) as info:
+        load_params(None, ["ingest.size=13"])
+    assert str(info.value).count("= 13") == 1 and "ingest.size = 13" in str(info.value)
