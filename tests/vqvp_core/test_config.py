@@ -219,3 +219,12 @@ def test_a_bad_frame_size_is_reported_once():
     with pytest.raises(ConfigError) as info:
         load_params(None, ["ingest.size=13"])
     assert str(info.value).count("= 13") == 1 and "ingest.size = 13" in str(info.value)
+
+
+def test_the_committed_params_yaml_is_the_tiny_preset():
+    """The repository's params.yaml is what `make demo` writes (`vqvp run --preset tiny`): a new or
+    changed key in the schema or a preset shows up here, not as a diff after the first run."""
+    from pathlib import Path
+
+    committed = (Path(__file__).resolve().parents[2] / "params.yaml").read_text()
+    assert committed == dump_params(validate(preset_dict("tiny")))
