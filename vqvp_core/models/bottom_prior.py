@@ -14,6 +14,12 @@ Conditioning of slice n:
   to 1 -> (B, Cp, Hb, Wb). Slices >= n never enter.
 * both, plus fixed coordinate channels (n, y, x), through a VQ-VAE-2 conditioning stack
   (3x3 conv + residual blocks) -> (B, Cc, Hb, Wb), added to every gated block.
+* optional copy path (``copy_kernel`` = k > 0; vqvp's choice, not in the paper): a 1x1 conv of the
+  conditioning map gives, per position, k*k weights w_o, one per offset o of a k x k window, and
+  the logits gain ``w_o`` on the code that slice n-1 holds at offset o. "This cell's code is the
+  code that was next to it one slice ago" -- an object kept and moved -- is then one weight away,
+  where the PixelCNN alone must learn it through its embeddings (README, 'The demo's recipe').
+  Zero-initialised: the model starts as the paper's.
 
 Training: ``forward_all_slices`` computes the top upsampling once per clip and runs the PixelCNN on
 all requested slices as one batch of B * len(slices).
@@ -72,11 +78,15 @@ class BottomPriorConfig(CoreConfig):
     # conv kernels stored channels-last (models.blocks3d.channels_last_convs): oneDNN then stops
     # reordering them on every call (faster steps on CPUs: README, 'Benchmarks')
     channels_last: Bool = True
+    # copy path (module docstring): window k x k over slice n-1, 0 = off (the paper's model)
+    copy_kernel: NonNegativeInt = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> "BottomPriorConfig":
         odd_kernel(self.kernel, "kernel")
         odd_kernel(self.first_kernel, "first_kernel")
+        if self.copy_kernel % 2 == 0 and self.copy_kernel:
+            raise ValueError(f"copy_kernel = {self.copy_kernel}: expected 0 (off) or an odd size (centred on the cell)")
         if self.n_steps % 2:
             raise ValueError(f"n_steps = {self.n_steps}: expected even (2 x top steps)")
         if self.n_given >= self.n_steps:
@@ -159,6 +169,10 @@ class BottomPrior(nn.Module):
             first_kernel=cfg.first_kernel, first_kernel_t=1, attn_every=cfg.attn_every,
             attn_heads=cfg.attn_heads, attn_channels=cfg.attn_channels, out_hidden=cfg.out_hidden,
             dropout=cfg.dropout)
+        self.copy = None
+        if cfg.copy_kernel:
+            self.copy = nn.Conv2d(cfg.cond_channels, cfg.copy_kernel ** 2, 1)
+            nn.init.zeros_(self.copy.weight), nn.init.zeros_(self.copy.bias)
         if cfg.channels_last:
             channels_last_convs(self)
 
@@ -214,14 +228,35 @@ class BottomPrior(nn.Module):
 
     # -- logits ---------------------------------------------------------------------------------
 
-    def logits_from_cond(self, codes_slice: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """codes_slice (B, Hb, Wb), cond (B, Cc, 1, Hb, Wb) -> logits (B, n_codes, Hb, Wb)."""
+    def copy_logits(self, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor | None:
+        """The copy path's logits (B, n_codes, Hb, Wb) from cond (B, Cc, 1, Hb, Wb) and slice n-1's
+        codes prev (B, Hb, Wb) (the pad code before the clip: it adds nothing); None when off."""
+        if self.copy is None:
+            return None
+        if prev is None:
+            raise ValueError("this bottom prior has a copy path (copy_kernel > 0): give prev, the codes of slice n-1")
+        k, pad = self.config.copy_kernel, self.config.copy_kernel // 2
+        b, hb, wb = prev.shape
+        weights = self.copy(cond[:, :, 0])                                  # (B, k*k, Hb, Wb)
+        # codes at every offset (dy, dx) of the window; outside the slice: the pad code
+        padded = F.pad(prev, (pad, pad, pad, pad), value=self.config.pad_code)
+        shifted = torch.stack([padded[:, dy:dy + hb, dx:dx + wb] for dy in range(k) for dx in range(k)], 1)
+        out = weights.new_zeros(b, self.config.n_codes + 1, hb, wb)
+        out.scatter_add_(1, shifted, weights)   # duplicate codes in a window add up
+        return out[:, :-1]                                                  # pad code dropped
+
+    def logits_from_cond(self, codes_slice: torch.Tensor, cond: torch.Tensor,
+                         prev: torch.Tensor | None = None) -> torch.Tensor:
+        """codes_slice (B, Hb, Wb), cond (B, Cc, 1, Hb, Wb), with a copy path slice n-1's codes prev
+        (B, Hb, Wb) -> logits (B, n_codes, Hb, Wb)."""
         x = self.embed(codes_slice).permute(0, 3, 1, 2).unsqueeze(2)       # (B, E, 1, Hb, Wb)
-        return self.pixelcnn(x, cond)[:, :, 0]
+        logits = self.pixelcnn(x, cond)[:, :, 0]
+        copied = self.copy_logits(cond, prev)
+        return logits if copied is None else logits + copied
 
     def forward(self, codes_slice: torch.Tensor, past: torch.Tensor, top: torch.Tensor,
                 n: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_cond(codes_slice, self.condition(past, n, top=top))
+        return self.logits_from_cond(codes_slice, self.condition(past, n, top=top), past[:, -1])
 
     def forward_all_slices(self, bottom: torch.Tensor, top: torch.Tensor,
                            slices: Iterable[int] | None = None) -> torch.Tensor:
@@ -249,6 +284,9 @@ class BottomPrior(nn.Module):
         top_slices = top_slices.transpose(1, 2).flatten(0, 1)               # (B*S, Cu, Hb, Wb)
         cond = self._cond_stack(top_slices, self._past_features(past), idx.repeat(b))
         logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
+        if self.copy is not None:   # slice n-1 of each row: padded index w + n - 1
+            prev = padded[:, w - 1 + idx].flatten(0, 1)                     # (B*S, Hb, Wb)
+            logits = logits + self.copy_logits(cond, prev)
         return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
 
     # -- the training objective -----------------------------------------------------------------
@@ -291,14 +329,14 @@ class BottomPrior(nn.Module):
 
     @torch.no_grad()
     def sample_slice(self, cond: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """Naive sampling of one slice given its conditioning map (B, Cc, 1, Hb, Wb): the whole
-        PixelCNN once per code -> (B, Hb, Wb)."""
+                     generator: torch.Generator | None = None, prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Naive sampling of one slice given its conditioning map (B, Cc, 1, Hb, Wb) (and slice n-1,
+        prev, for a copy path): the whole PixelCNN once per code -> (B, Hb, Wb)."""
         b, _, _, hb, wb = cond.shape
         codes = torch.zeros(b, hb, wb, dtype=torch.long, device=cond.device)
         for y in range(hb):
             for x in range(wb):
-                logits = self.logits_from_cond(codes, cond)[:, :, y, x]    # (B, n_codes)
+                logits = self.logits_from_cond(codes, cond, prev)[:, :, y, x]  # (B, n_codes)
                 codes[:, y, x] = sample_from_logits(logits, temperature, top_k, generator)
         return codes
 
@@ -317,5 +355,5 @@ class BottomPrior(nn.Module):
         for n in range(ng, bottom.shape[1]):
             nn_ = torch.full((b,), n, dtype=torch.long, device=top.device)
             cond = self.condition(self.past_window(bottom, n), nn_, top_feats=top_feats)
-            bottom[:, n] = self.sample_slice(cond, temperature, top_k, generator)
+            bottom[:, n] = self.sample_slice(cond, temperature, top_k, generator, self.past_window(bottom, n)[:, -1])
         return bottom

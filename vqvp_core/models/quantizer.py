@@ -22,6 +22,10 @@ What users of VideoGPT / TATS / Jukebox expect on top of that, all optional:
   data worst. Uniform draws put most of them onto already well-coded vectors, where they die
   again at once: on the tiny preset the top level then used 23% of its codes on held-out
   clips, against 98% with error-weighted draws (same PSNR).
+- ``normalize``: l2-normalised codes (ViT-VQGAN, Yu et al. 2022): the encoder output and every
+  code are unit vectors, so the nearest code is the one of highest cosine similarity and the
+  EMA means are projected back onto the sphere after each update. Feature magnitude no longer
+  picks the code: a direction is one code whatever its length.
 
 Under ``torch.distributed`` (when initialised) the per-batch counts and sums are all-reduced
 before the EMA, and the random vectors for init/restarts are broadcast from rank 0, so every
@@ -107,6 +111,7 @@ class EMAQuantizer(nn.Module):
         restart_dead: bool = True,
         dead_threshold: float = 1.0,
         restart_sampling: str = "error",
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if n_codes < 1:
@@ -132,8 +137,11 @@ class EMAQuantizer(nn.Module):
         self.restart_dead = restart_dead
         self.dead_threshold = dead_threshold
         self.restart_sampling = restart_sampling
+        self.normalize = normalize
 
         embed = torch.randn(n_codes, dim)
+        if normalize:
+            embed = F.normalize(embed, dim=1)
         self.register_buffer("codebook", embed)  # (K, D): e
         self.register_buffer("cluster_size", torch.ones(n_codes))  # (K,): N
         self.register_buffer("embed_sum", embed.clone())  # (K, D): m (so that e = m / N)
@@ -144,7 +152,8 @@ class EMAQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return (f"n_codes={self.n_codes}, dim={self.dim}, beta={self.beta}, decay={self.decay}, "
                 f"init_from_data={self.init_from_data}, restart_dead={self.restart_dead}, "
-                f"dead_threshold={self.dead_threshold}, restart_sampling={self.restart_sampling}")
+                f"dead_threshold={self.dead_threshold}, restart_sampling={self.restart_sampling}, "
+                f"normalize={self.normalize}")
 
     # ------------------------------------------------------------------ helpers
 
@@ -224,7 +233,8 @@ class EMAQuantizer(nn.Module):
         self.embed_sum.mul_(g).add_(sums, alpha=1 - g)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.n_codes * self.eps) * n
-        self.codebook.copy_(self.embed_sum / smoothed.unsqueeze(1))
+        means = self.embed_sum / smoothed.unsqueeze(1)
+        self.codebook.copy_(F.normalize(means, dim=1) if self.normalize else means)
 
         restarted = torch.zeros((), dtype=torch.long, device=flat.device)
         if self.restart_dead:
@@ -265,7 +275,7 @@ class EMAQuantizer(nn.Module):
         in_dtype = z.dtype
         spatial = (z.shape[0], *z.shape[2:])  # (B, *S)
         with _full_fp32(z.device.type):
-            z32 = z.float()
+            z32 = F.normalize(z.float(), dim=1) if self.normalize else z.float()  # (B, C, *S)
             # (B, C, *S) -> (B, *S, C) -> (N, C): one row per position
             flat = z32.detach().movedim(1, -1).reshape(-1, self.dim)
             if self.training and self.init_from_data and self._needs_init():

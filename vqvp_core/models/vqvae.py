@@ -68,6 +68,9 @@ class VQVAEConfig(CoreConfig):
     # "error": drawn in proportion to each vector's squared distance to its code (k-means++),
     # so they go to badly coded regions rather than onto the large uniform background.
     restart_sampling: Literal["uniform", "error"] = "error"
+    # l2-normalised codes (ViT-VQGAN): encoder outputs and codes on the unit sphere, the nearest
+    # code by cosine similarity. Off in the paper (plain Euclidean VQ-VAE-2 codebooks).
+    normalize_codes: Bool = False
     # Conv weights in torch.channels_last_3d (oneDNN/cuDNN then run every conv channels-last):
     # faster on CPUs, in fp32 and more so in bf16 (README, 'Benchmarks').
     channels_last: Bool = True
@@ -159,7 +162,8 @@ class VQVAE(nn.Module):
         C, E = cfg.channels, cfg.embed_dim
         q_kw = dict(n_codes=cfg.n_codes, dim=E, beta=cfg.beta, decay=cfg.decay, eps=cfg.eps,
                     init_from_data=cfg.init_from_data, restart_dead=cfg.restart_dead,
-                    dead_threshold=cfg.dead_threshold, restart_sampling=cfg.restart_sampling)
+                    dead_threshold=cfg.dead_threshold, restart_sampling=cfg.restart_sampling,
+                    normalize=cfg.normalize_codes)
         self.enc_b = Encoder3d(cfg.in_channels, C, cfg.first_channels, cfg.n_res_blocks,
                                cfg.res_channels, _BOTTOM_STRIDES, cfg.causal_encoder)
         self.enc_t = Encoder3d(C, C, C // 2, cfg.n_res_blocks, cfg.res_channels, _TOP_STRIDES,

@@ -358,10 +358,14 @@ def top_logits_cached(model: TopPrior, codes: torch.Tensor, cond_top: torch.Tens
 # ----------------------------------------------------------------------------- bottom prior
 
 
-def _bottom_slice(model: BottomPrior, cond: torch.Tensor, choose: Chooser) -> torch.Tensor:
+def _bottom_slice(model: BottomPrior, cond: torch.Tensor, choose: Chooser,
+                  prev: torch.Tensor | None = None) -> torch.Tensor:
     b, _, _, hb, wb = cond.shape
     eng = CachedPixelCNN(model.pixelcnn, model.embed, cond, b, (1, hb, wb))
-    return eng.run(choose)[:, 0]
+    copied = model.copy_logits(cond, prev)   # (B, n_codes, Hb, Wb): known for the whole slice
+    if copied is None:
+        return eng.run(choose)[:, 0]
+    return eng.run(lambda logits, t, y, x: choose(logits + copied[:, :, y, x], t, y, x))[:, 0]
 
 
 def sample_bottom_cached(model: BottomPrior, top: torch.Tensor, cond_bottom: torch.Tensor,
@@ -383,15 +387,15 @@ def sample_bottom_cached(model: BottomPrior, top: torch.Tensor, cond_bottom: tor
         for n in range(ng, bottom.shape[1]):
             nn_ = torch.full((b,), n, dtype=torch.long, device=top.device)
             cond = model.condition(model.past_window(bottom, n), nn_, top_feats=top_feats)
-            bottom[:, n] = _bottom_slice(model, cond, choose)
+            bottom[:, n] = _bottom_slice(model, cond, choose, model.past_window(bottom, n)[:, -1])
         return bottom
 
 
-def bottom_logits_cached(model: BottomPrior, codes_slice: torch.Tensor, cond: torch.Tensor, *,
-                         cpu_threads: int | None = 1) -> torch.Tensor:
+def bottom_logits_cached(model: BottomPrior, codes_slice: torch.Tensor, cond: torch.Tensor,
+                         prev: torch.Tensor | None = None, *, cpu_threads: int | None = 1) -> torch.Tensor:
     """Teacher-forced cached pass over one slice: codes_slice (B, Hb, Wb) and its conditioning map
-    (B, Cc, 1, Hb, Wb) -> logits (B, n_codes, Hb, Wb), equal to ``model.logits_from_cond`` up to
-    rounding."""
+    (B, Cc, 1, Hb, Wb) (and slice n-1, prev, for a copy path) -> logits (B, n_codes, Hb, Wb), equal
+    to ``model.logits_from_cond`` up to rounding."""
     with _sampling_context(model, codes_slice.device, cpu_threads):
         b, hb, wb = codes_slice.shape
         out = torch.zeros(b, model.config.n_codes, hb, wb, device=cond.device, dtype=cond.dtype)
@@ -399,5 +403,5 @@ def bottom_logits_cached(model: BottomPrior, codes_slice: torch.Tensor, cond: to
         def force(logits, t, y, x):
             out[:, :, y, x] = logits
             return codes_slice[:, y, x]
-        _bottom_slice(model, cond, force)
+        _bottom_slice(model, cond, force, prev)
         return out

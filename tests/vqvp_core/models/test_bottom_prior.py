@@ -320,3 +320,76 @@ def test_loss_is_bits_per_code_of_the_teacher_forced_logits():
         loss, metrics = step_fn(Objective(model), batch)
         assert torch.equal(loss, bits_per_code(*model.logits_and_targets(batch)))
         assert torch.equal(metrics["bits_per_code"], loss)
+
+
+# ------------------------------------------------------------------------------- copy path
+
+
+def with_random_copy(model: BottomPrior, seed=0) -> BottomPrior:
+    """The copy path is zero-initialised (the paper's model at step 0): give it weights."""
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(model.copy.weight)
+    torch.nn.init.normal_(model.copy.bias)
+    return model
+
+
+def test_copy_path_starts_as_the_paper_model():
+    cfg = small_config()
+    bottom, top = make_inputs(cfg, TINY, batch=2)
+    plain = model_for(cfg)
+    copying = BottomPrior(cfg.replace(copy_kernel=3)).eval()
+    copying.load_state_dict(plain.state_dict(), strict=False)   # same weights but the copy conv
+    with torch.no_grad():
+        torch.testing.assert_close(copying.forward_all_slices(bottom, top), plain.forward_all_slices(bottom, top))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_copy_logits_put_each_offsets_weight_on_the_code_found_there(k):
+    cfg = small_config(copy_kernel=k)
+    model = model_for(cfg)
+    prev = torch.randint(0, cfg.n_codes, (2, *TINY))
+    prev[1, 0, 0] = cfg.pad_code                                 # a pad code adds nothing
+    cond = torch.randn(2, cfg.cond_channels, 1, *TINY)
+    p = k // 2
+    for o, (dy, dx) in enumerate((dy, dx) for dy in range(k) for dx in range(k)):
+        with torch.no_grad():
+            model.copy.weight.zero_()
+            model.copy.bias.zero_()
+            model.copy.bias[o] = 1.0
+            got = model.copy_logits(cond, prev)                  # (2, K, Hb, Wb)
+        want = torch.zeros_like(got)
+        for y in range(TINY[0]):
+            for x in range(TINY[1]):
+                sy, sx = y + dy - p, x + dx - p
+                if 0 <= sy < TINY[0] and 0 <= sx < TINY[1]:
+                    for b in range(2):
+                        if prev[b, sy, sx] < cfg.n_codes:
+                            want[b, prev[b, sy, sx], y, x] = 1.0
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="prev"):
+        model.copy_logits(cond, None)
+
+
+@pytest.mark.parametrize("bad", [2, 4])
+def test_copy_kernel_must_be_odd(bad):
+    with pytest.raises(ValueError, match="copy_kernel"):
+        small_config(copy_kernel=bad)
+
+
+def test_copy_path_batched_slices_match_single_slices_and_stay_causal():
+    cfg = small_config(copy_kernel=3)
+    model = with_random_copy(model_for(cfg))
+    bottom, top = make_inputs(cfg, TINY, batch=2)
+    slices = [2, 3, 7]
+    with torch.no_grad():
+        allv = model.forward_all_slices(bottom, top, slices)
+        for i, n in enumerate(slices):
+            one = model(bottom[:, n], model.past_window(bottom, n), top, torch.full((2,), n))
+            torch.testing.assert_close(allv[:, :, i], one, rtol=1e-4, atol=1e-5)
+    # the copy path reads slice n-1 only: changing slice n (or later) leaves slice n's logits' copy part
+    changed = bottom.clone()
+    changed[:, 3:] = (changed[:, 3:] + 1) % cfg.n_codes
+    with torch.no_grad():
+        cond = model.condition(model.past_window(bottom, 3), torch.full((2,), 3), top=top)
+        assert torch.equal(model.copy_logits(cond, model.past_window(bottom, 3)[:, -1]),
+                           model.copy_logits(cond, model.past_window(changed, 3)[:, -1]))

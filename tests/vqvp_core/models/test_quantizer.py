@@ -290,6 +290,29 @@ def test_lookup_roundtrip_and_validation():
         q(torch.randn(2, 5, 2, 2, 2))
 
 
+@pytest.mark.parametrize("restart_dead", [False, True])
+def test_normalized_codes_stay_on_the_sphere_and_pick_by_cosine(restart_dead):
+    torch.manual_seed(0)
+    q = EMAQuantizer(n_codes=8, dim=4, normalize=True, restart_dead=restart_dead).train()
+    for _ in range(5):
+        z = torch.randn(2, 4, 2, 3, 3) * torch.rand(2, 1, 2, 3, 3) * 10  # lengths vary widely
+        out = q(z)
+        torch.testing.assert_close(q.codebook.norm(dim=1), torch.ones(8))
+    q.eval()
+    z = torch.randn(2, 4, 2, 3, 3)
+    out = q(z)
+    flat = z.movedim(1, -1).reshape(-1, 4)
+    cos = torch.nn.functional.normalize(flat, dim=1) @ q.codebook.t()
+    assert torch.equal(out.codes.flatten(), cos.argmax(1))
+    # the length of a vector never changes its code
+    assert torch.equal(q(z * (torch.rand(2, 1, 2, 3, 3) * 7 + 0.1)).codes, out.codes)
+    torch.testing.assert_close(q.lookup(out.codes), out.quantized)
+    # straight-through passes the gradient of the normalised input
+    zg = z.clone().requires_grad_(True)
+    q(zg).quantized.sum().backward()
+    assert zg.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------------- distributed
 
 

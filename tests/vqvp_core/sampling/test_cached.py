@@ -266,3 +266,23 @@ def test_cuda_cached_sampling_equals_naive(temperature, top_k):
         cached = sample_bottom_cached(bmodel, top, bottom[:, :2], temperature, top_k,
                                       torch.Generator(dev).manual_seed(4))
     assert torch.equal(cached, naive)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_bottom_cached_with_copy_path_equals_naive(k):
+    cfg = bottom_config(n_steps=4, copy_kernel=k)
+    model = bottom_model(cfg, seed=3)
+    torch.manual_seed(3)
+    torch.nn.init.normal_(model.copy.weight)
+    torch.nn.init.normal_(model.copy.bias)
+    bottom, top = bottom_inputs(cfg, batch=2, seed=3)
+    n = torch.tensor([2, 3])
+    with torch.no_grad():
+        cond = model.condition(model.past_window(bottom, n), n, top=top)
+        prev = model.past_window(bottom, n)[:, -1]
+        naive = model.logits_from_cond(bottom[torch.arange(2), n], cond, prev)
+    torch.testing.assert_close(bottom_logits_cached(model, bottom[torch.arange(2), n], cond, prev), naive,
+                               rtol=1e-5, atol=1e-5)
+    naive = model.sample(top, bottom[:, :2], 1.0, None, gen(3))
+    cached = sample_bottom_cached(model, top, bottom[:, :2], 1.0, None, gen(3))
+    assert torch.equal(cached, naive)
