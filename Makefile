@@ -31,7 +31,7 @@ demo: $(BIN)/vqvp
 
 test: $(VENV)/.test-deps
 	bash scripts/system-deps.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=40 $(PYTEST_ARGS)
 
 # the developers' set: everything but the tests marked slow (containers, whole flows, kills)
 test-fast: $(VENV)/.test-deps

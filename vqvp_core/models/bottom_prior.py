@@ -228,31 +228,41 @@ class BottomPrior(nn.Module):
 
     # -- logits ---------------------------------------------------------------------------------
 
-    def copy_logits(self, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor | None:
-        """The copy path's logits (B, n_codes, Hb, Wb) from cond (B, Cc, 1, Hb, Wb) and slice n-1's
-        codes prev (B, Hb, Wb) (the pad code before the clip: it adds nothing); None when off."""
-        if self.copy is None:
-            return None
+    def _copy_terms(self, cond: torch.Tensor, prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The copy path's (codes, weights), both (B, k*k, Hb, Wb): the code slice n-1 holds at each
+        offset of the window, and its weight; outside the slice or at a pad code the weight is 0."""
         if prev is None:
             raise ValueError("this bottom prior has a copy path (copy_kernel > 0): give prev, the codes of slice n-1")
         k, pad = self.config.copy_kernel, self.config.copy_kernel // 2
-        b, hb, wb = prev.shape
-        weights = self.copy(cond[:, :, 0])                                  # (B, k*k, Hb, Wb)
-        # codes at every offset (dy, dx) of the window; outside the slice: the pad code
+        hb, wb = prev.shape[-2:]
         padded = F.pad(prev, (pad, pad, pad, pad), value=self.config.pad_code)
-        shifted = torch.stack([padded[:, dy:dy + hb, dx:dx + wb] for dy in range(k) for dx in range(k)], 1)
-        out = weights.new_zeros(b, self.config.n_codes + 1, hb, wb)
-        out.scatter_add_(1, shifted, weights)   # duplicate codes in a window add up
-        return out[:, :-1]                                                  # pad code dropped
+        codes = torch.stack([padded[:, dy:dy + hb, dx:dx + wb] for dy in range(k) for dx in range(k)], 1)
+        real = codes < self.config.n_codes
+        weights = self.copy(cond[:, :, 0]) * real                           # (B, k*k, Hb, Wb)
+        return codes.masked_fill(~real, 0), weights
+
+    def add_copy(self, logits: torch.Tensor, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """logits (B, n_codes, Hb, Wb) plus the copy path (unchanged when it is off): one scatter,
+        duplicate codes in a window adding up."""
+        if self.copy is None:
+            return logits
+        codes, weights = self._copy_terms(cond, prev)
+        return logits.scatter_add(1, codes, weights.to(logits.dtype))
+
+    def copy_logits(self, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor | None:
+        """The copy path's logits (B, n_codes, Hb, Wb) alone, from cond (B, Cc, 1, Hb, Wb) and slice
+        n-1's codes prev (B, Hb, Wb); None when off."""
+        if self.copy is None:
+            return None
+        b, hb, wb = prev.shape if prev is not None else (0, 0, 0)
+        return self.add_copy(cond.new_zeros(b, self.config.n_codes, hb, wb), cond, prev)
 
     def logits_from_cond(self, codes_slice: torch.Tensor, cond: torch.Tensor,
                          prev: torch.Tensor | None = None) -> torch.Tensor:
         """codes_slice (B, Hb, Wb), cond (B, Cc, 1, Hb, Wb), with a copy path slice n-1's codes prev
         (B, Hb, Wb) -> logits (B, n_codes, Hb, Wb)."""
         x = self.embed(codes_slice).permute(0, 3, 1, 2).unsqueeze(2)       # (B, E, 1, Hb, Wb)
-        logits = self.pixelcnn(x, cond)[:, :, 0]
-        copied = self.copy_logits(cond, prev)
-        return logits if copied is None else logits + copied
+        return self.add_copy(self.pixelcnn(x, cond)[:, :, 0], cond, prev)
 
     def forward(self, codes_slice: torch.Tensor, past: torch.Tensor, top: torch.Tensor,
                 n: torch.Tensor) -> torch.Tensor:
@@ -286,7 +296,7 @@ class BottomPrior(nn.Module):
         logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
         if self.copy is not None:   # slice n-1 of each row: padded index w + n - 1
             prev = padded[:, w - 1 + idx].flatten(0, 1)                     # (B*S, Hb, Wb)
-            logits = logits + self.copy_logits(cond, prev)
+            logits = self.add_copy(logits, cond, prev)
         return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
 
     # -- the training objective -----------------------------------------------------------------
