@@ -254,8 +254,8 @@ class BottomPrior(nn.Module):
         n-1's codes prev (B, Hb, Wb); None when off."""
         if self.copy is None:
             return None
-        b, hb, wb = prev.shape if prev is not None else (0, 0, 0)
-        return self.add_copy(cond.new_zeros(b, self.config.n_codes, hb, wb), cond, prev)
+        codes, weights = self._copy_terms(cond, prev)
+        return cond.new_zeros(*codes.shape[:1], self.config.n_codes, *codes.shape[2:]).scatter_add(1, codes, weights)
 
     def logits_from_cond(self, codes_slice: torch.Tensor, cond: torch.Tensor,
                          prev: torch.Tensor | None = None) -> torch.Tensor:

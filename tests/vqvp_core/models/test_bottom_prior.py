@@ -386,10 +386,15 @@ def test_copy_path_batched_slices_match_single_slices_and_stay_causal():
         for i, n in enumerate(slices):
             one = model(bottom[:, n], model.past_window(bottom, n), top, torch.full((2,), n))
             torch.testing.assert_close(allv[:, :, i], one, rtol=1e-4, atol=1e-5)
-    # the copy path reads slice n-1 only: changing slice n (or later) leaves slice n's logits' copy part
-    changed = bottom.clone()
-    changed[:, 3:] = (changed[:, 3:] + 1) % cfg.n_codes
+    # the training path copies slice n-1: with a constant weight 1 on the centre offset, the copy
+    # model's logits minus the plain model's (same weights) are exactly one-hot of slice n-1
+    plain = BottomPrior(cfg.replace(copy_kernel=0)).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
-        cond = model.condition(model.past_window(bottom, 3), torch.full((2,), 3), top=top)
-        assert torch.equal(model.copy_logits(cond, model.past_window(bottom, 3)[:, -1]),
-                           model.copy_logits(cond, model.past_window(changed, 3)[:, -1]))
+        model.copy.weight.zero_()
+        model.copy.bias.zero_()
+        model.copy.bias[4] = 1.0                                     # offset (1, 1) of 3x3: the cell itself
+        diff = model.forward_all_slices(bottom, top, slices) - plain.forward_all_slices(bottom, top, slices)
+    for i, n in enumerate(slices):
+        want = torch.nn.functional.one_hot(bottom[:, n - 1], cfg.n_codes).permute(0, 3, 1, 2).float()
+        torch.testing.assert_close(diff[:, :, i], want, atol=1e-5, rtol=0)
