@@ -1,6 +1,6 @@
 """`vqvp`: the user's command line.
 
-    vqvp run [--preset tiny|tiny-long|paper] [-S k=v ...]   the end-to-end Prefect flow
+    vqvp run [--preset tiny|tiny-long|paper] [-S k=v ...] [--stages S ...]   the end-to-end Prefect flow
     vqvp rerun STAGE [--downstream]                             one stage (or it and all after it)
     vqvp stage STAGE [-S section.key=value ...]                 one stage in this process, as dvc.yaml calls it
     vqvp predict VIDEO --out OUT.mp4 [--start N] [--temperature T] [--seed S]
@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
     from flows.pipeline import pipeline
 
     return _stoppable(lambda: pipeline(preset=args.preset, overrides=args.overrides, repo=args.repo,
-                                       gpu_slots=args.gpu_slots, remote=args.dvc_remote))
+                                       stages=args.stages, gpu_slots=args.gpu_slots, remote=args.dvc_remote))
 
 
 def cmd_rerun(args) -> int:
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rewrite params.yaml from this preset first (default: use params.yaml as it is)")
     _add_overrides(run)
     run.add_argument("--repo", default=".", help="the vqvp/DVC repository (default: here)")
+    run.add_argument("--stages", nargs="+", choices=STAGES, default=None, metavar="STAGE",
+                     help="only these stages, in pipeline order (default: all); DVC still skips those "
+                          "that are up to date, and their inputs must exist (run the stages before them first)")
     _add_flow_options(run)
 
     rerun = sub.add_parser("rerun", help="force one stage (or it and everything after it) through Prefect + DVC")

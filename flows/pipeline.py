@@ -257,6 +257,7 @@ def pipeline(preset: str | None = "tiny", overrides: list[str] | None = None, re
     unknown = [s for s in todo if s not in known]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; stages are {list(known)}")
+    todo = [s for s in known if s in todo]  # pipeline order, whatever order they were given in
     with _in_repo(repo), parent_run(f"pipeline {flow_run.name or ''}".strip(), _flow_tags(),
                                     {"preset": params.preset, "overrides": " ".join(overrides), "stages": ",".join(todo)}) as run_id:
         executed = [name for stage in todo for name in stage_task(stage, params.flow.timeout(stage), repo)(

@@ -58,10 +58,12 @@ def test_flow_runs_stages_through_dvc(prefect_api, repo):
     assert rerun(stage="ingest", repo=str(repo)) == ["ingest"]
     assert (repo / "dvc.lock").read_text() == lock
     assert stage_runs()["ingest"] == 2 and stage_runs()["train_vqvae"] == 1
-    # --downstream: it and everything after it run again, and nothing before it
-    assert rerun(stage="train_vqvae", downstream=True, repo=str(repo), gpu_slots=2) == list(STAGES[1:])
+    # --downstream: it and every stage that reads its outputs run again, and no other (the bottom
+    # prior comes after the top prior in dvc.yaml but does not read it)
+    again = ["train_top_prior", "sample", "evaluate", "package_human_eval"]
+    assert rerun(stage="train_top_prior", downstream=True, repo=str(repo), gpu_slots=2) == again
     after = stage_runs()
-    assert after["ingest"] == 2 and all(after[s] == 2 for s in STAGES[1:]), after
+    assert {s: after[s] for s in STAGES} == {s: 1 + (s in again) + (s == "ingest") for s in STAGES}, after
     assert gpu_slot.slots() == 2
     rerun(stage="package_human_eval", repo=str(repo))
     assert gpu_slot.slots() == 2  # a count in force is left as it is

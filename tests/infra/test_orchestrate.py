@@ -79,33 +79,37 @@ def test_each_stage_runs_on_its_pool_through_the_orchestrating_flow(without_requ
     assert json.loads((repo / "metrics/vqvae.json").read_text())["step"] == 2  # the run's overrides were used
 
 
-def test_bad_params_stop_the_orchestrating_flow_before_any_stage(repo):
+@pytest.fixture(scope="module")
+def harness():
+    """One temporary Prefect API for the in-process tests below (each start costs ~20 s)."""
     from prefect.testing.utilities import prefect_test_harness
 
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_bad_params_stop_the_orchestrating_flow_before_any_stage(harness, repo):
     from flows.orchestrate import orchestrate
     from vqvp_core.config import ConfigError
 
-    with prefect_test_harness(server_startup_timeout=120):
-        with pytest.raises(ConfigError, match="ingest.size = 13"):
-            orchestrate(overrides=["ingest.size=13"], repo=str(repo))
+    with pytest.raises(ConfigError, match="ingest.size = 13"):
+        orchestrate(overrides=["ingest.size=13"], repo=str(repo))
     assert not (repo / "dvc.lock").exists()
 
 
-def test_a_stage_run_no_worker_picks_up_fails_in_time_saying_why(repo):
+def test_a_stage_run_no_worker_picks_up_fails_in_time_saying_why(harness, repo):
     """No worker serves the stage's pool: the orchestrating flow stops after `timeout_s`, naming
     the run and asking for a worker, instead of waiting forever."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.orchestrate import StageRunFailed, orchestrate
     from flows.pipeline import pipeline
 
-    with prefect_test_harness(server_startup_timeout=120):
-        with get_client(sync_client=True) as client:
-            client.create_work_pool(WorkPoolCreate(name="vqvp-cpu", type="process"))
-        pipeline.from_source(source=str(repo), entrypoint="flows/pipeline.py:pipeline").deploy(
-            name="ingest", work_pool_name="vqvp-cpu", print_next_steps=False)
-        with pytest.raises(StageRunFailed, match="ingest: flow run .* did not finish in time .*is a worker serving"):
-            orchestrate(stages=["ingest"], repo=str(repo), overrides=FAST, timeout_s=3)
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="vqvp-cpu", type="process"))
+    pipeline.from_source(source=str(repo), entrypoint="flows/pipeline.py:pipeline").deploy(
+        name="ingest", work_pool_name="vqvp-cpu", print_next_steps=False)
+    with pytest.raises(StageRunFailed, match="ingest: flow run .* did not finish in time .*is a worker serving"):
+        orchestrate(stages=["ingest"], repo=str(repo), overrides=FAST, timeout_s=3)
     assert not (repo / "dvc.lock").exists()

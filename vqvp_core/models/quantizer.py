@@ -311,3 +311,38 @@ class EMAQuantizer(nn.Module):
                              f"[{int(codes.min())}, {int(codes.max())}]")
         # (B, *S) -> (B, *S, C) -> (B, C, *S)
         return F.embedding(codes.long(), self.codebook).movedim(-1, 1).contiguous()
+
+    @torch.no_grad()
+    def merge(self, k: int, iters: int = 50, seed: int = 0) -> torch.Tensor:
+        """Merge the codebook into ``k`` clusters after training; returns each code's cluster (K,).
+
+        A weighted k-means (k-means++ start, Lloyd steps) of the code vectors, each weighted by
+        its EMA usage (``cluster_size``); every code's vector becomes its cluster's centre. Codes of
+        one cluster are then exact duplicates, and ``nearest`` picks the lowest index among them:
+        each cluster has one canonical code. What it is for: a trained codebook spends many codes
+        on nearly the same vector (on the demo, 278 codes on pure-black cells), so the code of a
+        static cell flickers from slice to slice, and a prior must learn that noise."""
+        if not 1 <= k <= self.n_codes:
+            raise ValueError(f"merge: k must be in [1, n_codes={self.n_codes}], got {k}")
+        e = self.codebook.float()
+        w = self.cluster_size.float().clamp_min(0) + 1e-6
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        centres = e[torch.multinomial(w.cpu(), 1, generator=g).to(e.device)]
+        for _ in range(1, k):  # k-means++: the next centre far from the chosen ones, by weight
+            d = torch.cdist(e, centres).min(1).values.pow(2) * w
+            if float(d.sum()) <= 0:
+                d = w  # fewer distinct vectors than k: the rest duplicate them
+            centres = torch.cat([centres, e[torch.multinomial(d.cpu(), 1, generator=g).to(e.device)]])
+        for _ in range(iters):
+            labels = torch.cdist(e, centres).argmin(1)  # (K,)
+            mass = torch.zeros(k, device=e.device).index_add_(0, labels, w)
+            sums = torch.zeros_like(centres).index_add_(0, labels, e * w[:, None])
+            new = torch.where(mass[:, None] > 0, sums / mass.clamp_min(1e-12)[:, None], centres)
+            if torch.equal(new, centres):
+                break
+            centres = new
+        labels = torch.cdist(e, centres).argmin(1)
+        merged = F.normalize(centres, dim=1) if self.normalize else centres
+        self.codebook.copy_(merged[labels].to(self.codebook.dtype))
+        self.embed_sum.copy_(self.codebook * self.cluster_size[:, None])
+        return labels

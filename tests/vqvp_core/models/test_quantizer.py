@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from vqvp_core.models.quantizer import EMAQuantizer
 
@@ -360,3 +361,39 @@ def test_ddp_codebooks_identical_and_equal_to_single_process(tmp_path, init_and_
             q(z_all[s])
         for k, v in q.state_dict().items():
             torch.testing.assert_close(r0[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_merge_gives_one_canonical_code_per_cluster(k, normalize):
+    """After merge(k), the codebook holds k distinct vectors; codes of one cluster are duplicates,
+    and quantizing picks the lowest index of each: a vector near a cluster always gets one code."""
+    torch.manual_seed(0)
+    q = EMAQuantizer(n_codes=16, dim=4, init_from_data=False, normalize=normalize).eval()
+    centres = torch.randn(k, 4) * 5
+    owner = torch.arange(16) % k  # 16 codes scattered tightly around k centres
+    q.codebook.copy_(centres[owner] + 0.01 * torch.randn(16, 4))
+    if normalize:
+        q.codebook.copy_(F.normalize(q.codebook, dim=1))
+    labels = q.merge(k)
+    assert torch.unique(q.codebook, dim=0).shape[0] == k
+    # the clusters found are the codes' own groups (up to renaming)
+    assert all(len(set(labels[owner == c].tolist())) == 1 for c in range(k))
+    assert len(set(labels.tolist())) == k
+    if normalize:
+        assert torch.allclose(q.codebook.norm(dim=1), torch.ones(16), atol=1e-5)
+    z = (q.codebook[torch.randint(0, 16, (50,))] + 1e-4 * torch.randn(50, 4)).t().reshape(1, 4, 50)
+    codes = q(z).codes.flatten()
+    canonical = {int(labels[i]): i for i in reversed(range(16))}  # the lowest index of each cluster
+    assert set(codes.tolist()) <= set(canonical.values())
+    assert torch.equal(q.codebook[codes], q.codebook[[canonical[int(labels[c])] for c in codes]])
+
+
+def test_merge_weights_codes_by_use_and_checks_k():
+    q = EMAQuantizer(n_codes=3, dim=1, init_from_data=False).eval()
+    q.codebook.copy_(torch.tensor([[0.0], [1.0], [10.0]]))
+    q.cluster_size.copy_(torch.tensor([9.0, 1.0, 5.0]))
+    q.merge(2)
+    assert torch.allclose(q.codebook.flatten(), torch.tensor([0.1, 0.1, 10.0]))  # (9*0 + 1*1) / 10
+    with pytest.raises(ValueError, match="k must be in"):
+        q.merge(0)
