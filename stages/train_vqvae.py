@@ -71,6 +71,19 @@ def log_reconstructions(ctx: StageContext, clips, recon, fps: float) -> None:
             write_video(tmp / f"clip{i}_original_vs_reconstruction.mp4", pair, fps=fps)
 
 
+def merge_codebooks(model, top: int, bottom: int) -> dict[str, int]:
+    """vqvae.merge_top_codes / merge_bottom_codes: each codebook merged into that many codes
+    (EMAQuantizer.merge) after training, before the held-out evaluation and the model file, so
+    both measure what the priors will see."""
+    done = {}
+    for level, k, quantizer in (("top", top, model.quantize_t), ("bottom", bottom, model.quantize_b)):
+        if k:
+            quantizer.merge(k)
+            done[f"merged_{level}_codes"] = k
+            print(f"train_vqvae: {level} codebook merged into {k} codes")
+    return done
+
+
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.models.vqvae import VQVAE
 
@@ -82,8 +95,9 @@ def _body(ctx: StageContext, args) -> None:
     if rank() != 0:
         return
     final, trainer = trained.final, trained.trainer
+    merged = merge_codebooks(trained.model, p.merge_top_codes, p.merge_bottom_codes)
     ev, (clips, recon) = evaluate(trained.model, val, p.eval_clips, trainer.cfg.batch_size, trainer.device)
-    metrics = {**final, **{f"eval/{k}": v for k, v in ev.items()}, "eval/split": split}
+    metrics = {**final, **{f"eval/{k}": v for k, v in ev.items()}, "eval/split": split, **merged}
     log_reconstructions(ctx, clips[: p.log_videos], recon[: p.log_videos], ctx.params.ingest.fps)
     uri = finish(ctx, trained, OUT, METRICS, metrics, p.register_as, p.alias)
     print(f"train_vqvae: step {final['step']}, held-out ({split}) PSNR {ev['psnr']:.2f} dB, codes in use "

@@ -134,6 +134,19 @@ class VQVAEParams(TrainingStageParams[VQVAEConfig]):
     eval_clips: int = Field(64, ge=1, description="held-out (val) clips for the final PSNR / codes-in-use")
     register_as: str = Field("vqvp-vqvae", min_length=1, description="MLflow registered model name")
     log_videos: int = Field(4, ge=0, description="original | reconstruction examples logged to MLflow")
+    # After training, each level's codebook can be merged into k clusters (EMAQuantizer.merge): a
+    # trained codebook spends many codes on near-identical vectors (the demo: 278 codes on black
+    # cells), so a static cell's code flickers from slice to slice and the priors learn that noise.
+    merge_top_codes: int = Field(0, ge=0, description="merge the top codebook into this many codes after training (0: off)")
+    merge_bottom_codes: int = Field(0, ge=0, description="merge the bottom codebook into this many codes after training (0: off)")
+
+    @model_validator(mode="after")
+    def _merge_within_codebook(self):
+        for name in ("merge_top_codes", "merge_bottom_codes"):
+            if getattr(self, name) > self.model.n_codes:
+                raise ValueError(f"vqvae.{name} = {getattr(self, name)} is more than the codebook's "
+                                 f"vqvae.model.n_codes = {self.model.n_codes}")
+        return self
 
 
 class LatentsParams(_Section):

@@ -61,6 +61,27 @@ def test_train_then_extract(workdir, monkeypatch):
     assert first == again  # deterministic: DVC sees no change
 
 
+def test_merged_codebooks_reach_the_model_file_and_the_latents(workdir, capsys):
+    """vqvae.merge_bottom_codes / merge_top_codes: the saved model's codebooks hold that many
+    distinct vectors, and the extracted latents use at most that many codes per level."""
+    assert train_vqvae.main(train_args(steps=2) + ["-S", "vqvae.merge_bottom_codes=3", "-S",
+                                                   "vqvae.merge_top_codes=2"]) == 0
+    assert "bottom codebook merged into 3 codes" in capsys.readouterr().out
+    state = torch.load(workdir / "models/vqvae/model.pt", weights_only=True)["state_dict"]
+    assert torch.unique(state["quantize_b.codebook"], dim=0).shape[0] == 3
+    assert torch.unique(state["quantize_t.codebook"], dim=0).shape[0] == 2
+    metrics = json.loads((workdir / "metrics/vqvae.json").read_text())
+    assert metrics["merged_bottom_codes"] == 3 and metrics["merged_top_codes"] == 2
+    assert extract_latents.main(args()) == 0
+    assert len(np.unique(np.load(workdir / "data/latents/bottom.npy"))) <= 3
+    assert len(np.unique(np.load(workdir / "data/latents/top.npy"))) <= 2
+
+
+def test_merging_more_codes_than_the_codebook_has_is_bad_params(workdir, capsys):
+    assert train_vqvae.main(args("vqvae.merge_bottom_codes=33")) == 2  # SMALL_MODEL: 32 codes
+    assert "vqvae.merge_bottom_codes = 33 is more than" in capsys.readouterr().err
+
+
 def test_extract_without_model_is_a_clear_error(workdir, capsys):
     assert extract_latents.main(args()) == 3
     assert "models/vqvae not found: run the stage that writes it first" in capsys.readouterr().err
