@@ -44,6 +44,16 @@ def baselines(train_codes, held_codes, n_codes: int) -> dict[str, float]:
             "baseline/unigram_bits": unigram_bits(torch.from_numpy(train_codes), torch.from_numpy(held_codes), n_codes)}
 
 
+def build_model(model_cls, cfg, train_set, codes_key: str, first_predicted: int):
+    """The model, with its loss weights from the training codes when the config asks for them
+    (``code_weight_power`` > 0, the bottom prior's option)."""
+    model = model_cls(cfg)
+    if getattr(cfg, "code_weight_power", 0) > 0:
+        codes = torch.from_numpy(train_set.all(codes_key)[:, first_predicted:]).long()
+        model.set_code_counts(torch.bincount(codes.flatten(), minlength=cfg.n_codes))
+    return model
+
+
 def run_prior_stage(ctx, name: str, section: str, model_cls, codes_key: str, first_predicted: int) -> None:
     """The body of train_top_prior / train_bottom_prior: train with teacher forcing, evaluate bits
     per code on train and held-out clips against the uniform and unigram baselines, register."""
@@ -53,7 +63,7 @@ def run_prior_stage(ctx, name: str, section: str, model_cls, codes_key: str, fir
     p = getattr(ctx.params, section)
     cfg = p.model
     train_set, split, held = splits()
-    trained = train(ctx, Recipe(name, lambda: model_cls(cfg), p.train, train_set, held, INPUTS, {section}))
+    trained = train(ctx, Recipe(name, lambda: build_model(model_cls, cfg, train_set, codes_key, first_predicted), p.train, train_set, held, INPUTS, {section}))
     if rank() != 0:
         return
     model, trainer, final = trained.model, trained.trainer, trained.final

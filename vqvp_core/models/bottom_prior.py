@@ -40,9 +40,11 @@ from vqvp_core.models.blocks3d import ResBlock
 from vqvp_core.models.pixelcnn import (
     GatedPixelCNN,
     bits_per_code,
+    code_weights,
     collapse_time_paddings,
     coordinate_channels,
     sample_from_logits,
+    weighted_bits_per_code,
 )
 
 
@@ -80,6 +82,13 @@ class BottomPriorConfig(CoreConfig):
     channels_last: Bool = True
     # copy path (module docstring): window k x k over slice n-1, 0 = off (the paper's model)
     copy_kernel: NonNegativeInt = 0
+    # Frequency-weighted cross-entropy, a training-time choice of vqvp, not in the paper: each
+    # target code weighs (its frequency in the training latents) ** -code_weight_power, scaled to a
+    # mean of 1 (pixelcnn.code_weights). Background codes fill most cells; at a low sampling
+    # temperature their mode wins over an object's codes, which share its probability, and objects
+    # fade (README, 'The demo's recipe'). 0 = off (the paper's likelihood); bits_per_code, the
+    # held-out figure, stays unweighted.
+    code_weight_power: Annotated[Float, Field(ge=0, le=2)] = 0.0
 
     @model_validator(mode="after")
     def _consistent(self) -> "BottomPriorConfig":
@@ -175,6 +184,15 @@ class BottomPrior(nn.Module):
             nn.init.zeros_(self.copy.weight), nn.init.zeros_(self.copy.bias)
         if cfg.channels_last:
             channels_last_convs(self)
+        # per-code loss weights (code_weight_power); set from the training latents by
+        # set_code_counts; not saved: they only shape training and are recomputed from the data
+        self.register_buffer("code_weights", torch.ones(cfg.n_codes), persistent=False)
+
+    def set_code_counts(self, counts: torch.Tensor) -> None:
+        """Loss weights from the training set's bottom-code counts (n_codes,)."""
+        if counts.shape != (self.config.n_codes,):
+            raise ValueError(f"code counts must be ({self.config.n_codes},), got {tuple(counts.shape)}")
+        self.code_weights.copy_(code_weights(counts, self.config.code_weight_power))
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -313,9 +331,13 @@ class BottomPrior(nn.Module):
         return self.forward_all_slices(inputs, top), bottom[:, n_given:]
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        """Bits per predicted code (the same optimum as cross-entropy in nats), and its metrics."""
-        bits = bits_per_code(*self.logits_and_targets(batch))
-        return bits, {"bits_per_code": bits.detach()}
+        """Bits per predicted code (the same optimum as cross-entropy in nats), and its metrics; with
+        ``code_weight_power`` the loss is the frequency-weighted bits, the metric the plain ones."""
+        logits, targets = self.logits_and_targets(batch)
+        bits = bits_per_code(logits, targets)
+        if self.config.code_weight_power <= 0:
+            return bits, {"bits_per_code": bits.detach()}
+        return weighted_bits_per_code(logits, targets, self.code_weights), {"bits_per_code": bits.detach()}
 
     @torch.no_grad()
     def own_samples_mixed_in(self, bottom: torch.Tensor, top: torch.Tensor, rate: float | None = None,

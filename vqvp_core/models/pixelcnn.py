@@ -308,6 +308,27 @@ def bits_per_code(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets) / LN2
 
 
+def code_weights(counts: torch.Tensor, power: float, max_weight: float = 100.0) -> torch.Tensor:
+    """Per-code loss weights from training counts (K,): ``(count / total) ** -power``, capped at
+    ``max_weight`` times the most frequent code's and scaled so that their mean over the training
+    codes is 1 (the loss keeps its scale). power 0 gives ones; unseen codes get the cap."""
+    counts = counts.double()
+    if power <= 0:
+        return torch.ones_like(counts, dtype=torch.float32)
+    freq = counts / counts.sum().clamp_min(1)
+    w = freq.clamp_min(1e-12) ** -power
+    w = torch.minimum(w, w[freq.argmax()] * max_weight)
+    return (w / (w * freq).sum()).float()
+
+
+def weighted_bits_per_code(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in bits with each target weighted by ``weights[target]`` (K,), normalised by
+    the weights' sum: bits_per_code when the weights are equal."""
+    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+    w = weights.to(nll.device)[targets]
+    return (w * nll).sum() / w.sum().clamp_min(1e-12) / LN2
+
+
 def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """One code per row of ``logits`` (B, K) -> (B,) long. temperature 0 is greedy (argmax);

@@ -322,6 +322,81 @@ def test_loss_is_bits_per_code_of_the_teacher_forced_logits():
         assert torch.equal(metrics["bits_per_code"], loss)
 
 
+# ------------------------------------------------------------------ frequency-weighted loss
+
+
+@pytest.mark.parametrize("power", [0.25, 0.5, 1.0])
+def test_code_weights_favour_rare_codes_and_keep_the_losss_scale(power):
+    from vqvp_core.models.pixelcnn import code_weights
+
+    counts = torch.tensor([900, 60, 30, 10, 0])
+    w = code_weights(counts, power)
+    freq = counts.double() / counts.sum()
+    assert torch.isclose((w.double() * freq).sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.all(w[1:4] > w[:3])                            # rarer -> heavier
+    assert torch.isclose(w[1] / w[0], torch.tensor((60 / 900) ** -power, dtype=torch.float32))
+    assert torch.isclose(w[4] / w[0], torch.tensor(100.0))       # unseen: capped
+    assert torch.equal(code_weights(counts, 0.0), torch.ones(5))
+
+
+def test_weighted_bits_are_bits_with_equal_weights_and_weight_each_target():
+    from vqvp_core.models.pixelcnn import weighted_bits_per_code
+
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(3, 6, 4, 4, generator=g), torch.randint(0, 6, (3, 4, 4), generator=g)
+    assert torch.allclose(weighted_bits_per_code(logits, targets, torch.full((6,), 2.5)),
+                          bits_per_code(logits, targets))
+    w = torch.rand(6, generator=g) + 0.1
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    want = (w[targets] * nll).sum() / w[targets].sum() / torch.log(torch.tensor(2.0))
+    assert torch.allclose(weighted_bits_per_code(logits, targets, w), want)
+
+
+def test_weighted_loss_trains_on_weights_and_reports_plain_bits():
+    from vqvp_core.models.pixelcnn import weighted_bits_per_code
+
+    cfg = small_config(code_weight_power=0.5)
+    model = model_for(cfg).eval()
+    bottom, top = make_inputs(cfg, (4, 4), batch=2)
+    batch = {"top": top, "cond_top": top[:, :1], "bottom": bottom, "cond_bottom": bottom[:, :2]}
+    counts = torch.bincount(bottom[:, 2:].flatten(), minlength=cfg.n_codes)
+    with torch.no_grad():
+        unset, _ = model.loss(batch)                              # weights all 1 until set
+        model.set_code_counts(counts)
+        loss, metrics = model.loss(batch)
+        logits, targets = model.logits_and_targets(batch)
+    assert torch.allclose(unset, bits_per_code(logits, targets))
+    assert torch.allclose(loss, weighted_bits_per_code(logits, targets, model.code_weights))
+    assert not torch.allclose(loss, metrics["bits_per_code"])
+    assert torch.allclose(metrics["bits_per_code"], bits_per_code(logits, targets))
+    # the weights come from the data, not the checkpoint: a model file of the paper's prior loads
+    assert "code_weights" not in model.state_dict()
+    BottomPrior(small_config()).load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match=r"code counts must be \(32,\)"):
+        model.set_code_counts(counts[:5])
+
+
+def test_prior_stage_sets_the_weights_from_the_training_codes():
+    import numpy as np
+
+    from stages.priors import build_model
+    from vqvp_core.models.pixelcnn import code_weights
+
+    cfg = small_config(code_weight_power=1.0)
+    bottom, _ = make_inputs(cfg, (4, 4), batch=3)
+
+    class Codes:
+        def all(self, key):
+            assert key == "bottom"
+            return bottom.numpy().astype(np.int16)
+
+    model = build_model(BottomPrior, cfg, Codes(), "bottom", 2)
+    counts = torch.bincount(bottom[:, 2:].flatten(), minlength=cfg.n_codes)
+    assert torch.equal(model.code_weights, code_weights(counts, 1.0))
+    assert torch.equal(build_model(BottomPrior, small_config(), Codes(), "bottom", 2).code_weights,
+                       torch.ones(cfg.n_codes))
+
+
 # ------------------------------------------------------------------------------- copy path
 
 
