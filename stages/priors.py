@@ -44,26 +44,20 @@ def baselines(train_codes, held_codes, n_codes: int) -> dict[str, float]:
             "baseline/unigram_bits": unigram_bits(torch.from_numpy(train_codes), torch.from_numpy(held_codes), n_codes)}
 
 
-def build_model(model_cls, cfg, train_set, codes_key: str, first_predicted: int):
-    """The model, with its loss weights from the training codes when the config asks for them
-    (``code_weight_power`` > 0, the bottom prior's option)."""
-    model = model_cls(cfg)
-    if getattr(cfg, "code_weight_power", 0) > 0:
-        codes = torch.from_numpy(train_set.all(codes_key)[:, first_predicted:]).long()
-        model.set_code_counts(torch.bincount(codes.flatten(), minlength=cfg.n_codes))
-    return model
-
-
-def run_prior_stage(ctx, name: str, section: str, model_cls, codes_key: str, first_predicted: int) -> None:
+def run_prior_stage(ctx, name: str, section: str, model_cls, codes_key: str, first_predicted: int,
+                    build_model=None) -> None:
     """The body of train_top_prior / train_bottom_prior: train with teacher forcing, evaluate bits
-    per code on train and held-out clips against the uniform and unigram baselines, register."""
+    per code on train and held-out clips against the uniform and unigram baselines, register.
+    ``build_model(cfg, train_set)`` builds the model where the data shapes it (default
+    ``model_cls(cfg)``)."""
     from stages.common import rank
     from stages.training import Recipe, finish, train
 
     p = getattr(ctx.params, section)
     cfg = p.model
     train_set, split, held = splits()
-    trained = train(ctx, Recipe(name, lambda: build_model(model_cls, cfg, train_set, codes_key, first_predicted), p.train, train_set, held, INPUTS, {section}))
+    build = build_model or (lambda c, _data: model_cls(c))
+    trained = train(ctx, Recipe(name, lambda: build(cfg, train_set), p.train, train_set, held, INPUTS, {section}))
     if rank() != 0:
         return
     model, trainer, final = trained.model, trained.trainer, trained.final

@@ -13,11 +13,25 @@ from stages.common import StageContext, run_stage
 from stages.priors import run_prior_stage
 
 
+def build_model(cfg, train_set):
+    """The bottom prior; with ``code_weight_power`` > 0 its loss weights come from the training
+    set's counts of the codes it predicts (slices n_given..)."""
+    import torch
+
+    from vqvp_core.models.bottom_prior import BottomPrior
+
+    model = BottomPrior(cfg)
+    if cfg.code_weight_power > 0:
+        codes = torch.from_numpy(train_set.all("bottom")[:, cfg.n_given:]).long()
+        model.set_code_counts(torch.bincount(codes.flatten(), minlength=cfg.n_codes))
+    return model
+
+
 def _body(ctx: StageContext, args) -> None:
     from vqvp_core.models.bottom_prior import BottomPrior
 
     run_prior_stage(ctx, "train_bottom_prior", "bottom_prior", BottomPrior, "bottom",
-                    ctx.params.bottom_prior.model.n_given)
+                    ctx.params.bottom_prior.model.n_given, build_model)
 
 
 def main(argv: list[str] | None = None) -> int:

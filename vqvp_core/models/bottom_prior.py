@@ -334,10 +334,11 @@ class BottomPrior(nn.Module):
         """Bits per predicted code (the same optimum as cross-entropy in nats), and its metrics; with
         ``code_weight_power`` the loss is the frequency-weighted bits, the metric the plain ones."""
         logits, targets = self.logits_and_targets(batch)
-        bits = bits_per_code(logits, targets)
         if self.config.code_weight_power <= 0:
+            bits = bits_per_code(logits, targets)
             return bits, {"bits_per_code": bits.detach()}
-        return weighted_bits_per_code(logits, targets, self.code_weights), {"bits_per_code": bits.detach()}
+        weighted, bits = weighted_bits_per_code(logits, targets, self.code_weights)
+        return weighted, {"bits_per_code": bits.detach()}
 
     @torch.no_grad()
     def own_samples_mixed_in(self, bottom: torch.Tensor, top: torch.Tensor, rate: float | None = None,

@@ -321,12 +321,13 @@ def code_weights(counts: torch.Tensor, power: float, max_weight: float = 100.0) 
     return (w / (w * freq).sum()).float()
 
 
-def weighted_bits_per_code(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy in bits with each target weighted by ``weights[target]`` (K,), normalised by
-    the weights' sum: bits_per_code when the weights are equal."""
-    nll = F.cross_entropy(logits.float(), targets, reduction="none")
+def weighted_bits_per_code(logits: torch.Tensor, targets: torch.Tensor,
+                           weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One cross-entropy, two means: (each target weighted by ``weights[target]`` (K,) and
+    normalised by the weights' sum, the plain bits_per_code); equal weights give the plain mean."""
+    nll = F.cross_entropy(logits.float(), targets, reduction="none") / LN2
     w = weights.to(nll.device)[targets]
-    return (w * nll).sum() / w.sum().clamp_min(1e-12) / LN2
+    return (w * nll).sum() / w.sum().clamp_min(1e-12), nll.mean()
 
 
 def sample_from_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,

@@ -344,12 +344,13 @@ def test_weighted_bits_are_bits_with_equal_weights_and_weight_each_target():
 
     g = torch.Generator().manual_seed(0)
     logits, targets = torch.randn(3, 6, 4, 4, generator=g), torch.randint(0, 6, (3, 4, 4), generator=g)
-    assert torch.allclose(weighted_bits_per_code(logits, targets, torch.full((6,), 2.5)),
-                          bits_per_code(logits, targets))
+    equal, plain = weighted_bits_per_code(logits, targets, torch.full((6,), 2.5))
+    assert torch.allclose(equal, bits_per_code(logits, targets))
+    assert torch.allclose(plain, bits_per_code(logits, targets))
     w = torch.rand(6, generator=g) + 0.1
     nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     want = (w[targets] * nll).sum() / w[targets].sum() / torch.log(torch.tensor(2.0))
-    assert torch.allclose(weighted_bits_per_code(logits, targets, w), want)
+    assert torch.allclose(weighted_bits_per_code(logits, targets, w)[0], want)
 
 
 def test_weighted_loss_trains_on_weights_and_reports_plain_bits():
@@ -366,7 +367,7 @@ def test_weighted_loss_trains_on_weights_and_reports_plain_bits():
         loss, metrics = model.loss(batch)
         logits, targets = model.logits_and_targets(batch)
     assert torch.allclose(unset, bits_per_code(logits, targets))
-    assert torch.allclose(loss, weighted_bits_per_code(logits, targets, model.code_weights))
+    assert torch.allclose(loss, weighted_bits_per_code(logits, targets, model.code_weights)[0])
     assert not torch.allclose(loss, metrics["bits_per_code"])
     assert torch.allclose(metrics["bits_per_code"], bits_per_code(logits, targets))
     # the weights come from the data, not the checkpoint: a model file of the paper's prior loads
@@ -379,7 +380,7 @@ def test_weighted_loss_trains_on_weights_and_reports_plain_bits():
 def test_prior_stage_sets_the_weights_from_the_training_codes():
     import numpy as np
 
-    from stages.priors import build_model
+    from stages.train_bottom_prior import build_model
     from vqvp_core.models.pixelcnn import code_weights
 
     cfg = small_config(code_weight_power=1.0)
@@ -390,10 +391,10 @@ def test_prior_stage_sets_the_weights_from_the_training_codes():
             assert key == "bottom"
             return bottom.numpy().astype(np.int16)
 
-    model = build_model(BottomPrior, cfg, Codes(), "bottom", 2)
+    model = build_model(cfg, Codes())
     counts = torch.bincount(bottom[:, 2:].flatten(), minlength=cfg.n_codes)
     assert torch.equal(model.code_weights, code_weights(counts, 1.0))
-    assert torch.equal(build_model(BottomPrior, small_config(), Codes(), "bottom", 2).code_weights,
+    assert torch.equal(build_model(small_config(), Codes()).code_weights,
                        torch.ones(cfg.n_codes))
 
 
