@@ -267,6 +267,39 @@ def motion_stats(target, systems: dict, scenes, given: int = GIVEN, chunk: int =
     return out
 
 
+def found_by_group(target, video, scenes, frames) -> tuple[np.ndarray, np.ndarray]:
+    """Per colour group, whether ``video`` shows it at each of ``frames`` (clip frame indices):
+    (present, found), both bool (N, len(frames), K), K the most groups of a clip; the same test as
+    ``motion_stats`` (area within ``FOUND_AREA_RATIO`` of the ground truth's)."""
+    lo, hi = FOUND_AREA_RATIO
+    bg, colors, valid = _pad(scenes)
+    classes = _Classes(bg, colors, valid)
+    frames = list(frames)
+    area, _ = _groups(classes(_planes(np.asarray(target)[:, frames])), colors.shape[1])
+    area_p, _ = _groups(classes(_planes(np.asarray(video)[:, frames])), colors.shape[1])
+    present = area > 0
+    return present, present & (area_p >= lo * area) & (area_p <= hi * area)
+
+
+def group_attributes(cfg, scenes) -> dict[str, np.ndarray]:
+    """What the generator knows of each colour group, (N, K) each: ``kind`` ('digit' when any of
+    its objects is a digit, else 'shape'; '' for padding), ``speed`` (px/frame, its fastest object)
+    and ``height`` (px, its tallest)."""
+    from vqvp_core.data.synthetic import object_tracks
+
+    k = max([len(sc.groups) for sc in scenes] + [1])
+    out = {"kind": np.full((len(scenes), k), "", dtype=object), "speed": np.zeros((len(scenes), k)),
+           "height": np.zeros((len(scenes), k))}
+    for i, sc in enumerate(scenes):
+        tracks = object_tracks(cfg, sc.video)
+        for g, members in enumerate(sc.groups):
+            objs = [tracks[j] for j in members]
+            out["kind"][i, g] = "digit" if any(o["kind"] == "digit" for o in objs) else "shape"
+            out["speed"][i, g] = max(float(np.hypot(*o["velocity"])) for o in objs)
+            out["height"][i, g] = max(o["h"] for o in objs)
+    return out
+
+
 # ------------------------------------------------------------------------------------ statistics
 
 def statistic(kind: str, sums: np.ndarray) -> np.ndarray:

@@ -385,10 +385,28 @@ def sample_bottom_cached(model: BottomPrior, top: torch.Tensor, cond_bottom: tor
         bottom = torch.zeros(b, top_feats.shape[2], hb, wb, dtype=torch.long, device=top.device)
         bottom[:, :ng] = cond_bottom
         for n in range(ng, bottom.shape[1]):
-            nn_ = torch.full((b,), n, dtype=torch.long, device=top.device)
-            cond = model.condition(model.past_window(bottom, n), nn_, top_feats=top_feats)
-            bottom[:, n] = _bottom_slice(model, cond, choose, model.past_window(bottom, n)[:, -1])
+            bottom[:, n] = _slice_given_past(model, bottom, n, top_feats, choose)
         return bottom
+
+
+def _slice_given_past(model: BottomPrior, bottom: torch.Tensor, n: int, top_feats: torch.Tensor,
+                      choose: Chooser) -> torch.Tensor:
+    nn_ = torch.full((bottom.shape[0],), n, dtype=torch.long, device=bottom.device)
+    past = model.past_window(bottom, n)
+    return _bottom_slice(model, model.condition(past, nn_, top_feats=top_feats), choose, past[:, -1])
+
+
+def sample_bottom_slice_cached(model: BottomPrior, top: torch.Tensor, bottom: torch.Tensor, n: int,
+                               temperature: float = 1.0, top_k: int | None = None,
+                               generator: torch.Generator | None = None, *,
+                               cpu_threads: int | None = 1) -> torch.Tensor:
+    """One slice n drawn given slices < n of ``bottom`` (B, Tb, Hb, Wb) and the top grid -> (B, Hb,
+    Wb): the draw ``sample_bottom_cached`` makes at slice n when its past is ``bottom``'s (e.g. the
+    true codes, to see what a single step loses; scripts/diagnose_priors.py)."""
+    if not model.config.n_given <= n < bottom.shape[1]:
+        raise ValueError(f"slice {n} is not generated: expected n_given = {model.config.n_given} <= n < {bottom.shape[1]}")
+    with _sampling_context(model, top.device, cpu_threads):
+        return _slice_given_past(model, bottom, n, model.top_features(top), _sampler(temperature, top_k, generator))
 
 
 def bottom_logits_cached(model: BottomPrior, codes_slice: torch.Tensor, cond: torch.Tensor,

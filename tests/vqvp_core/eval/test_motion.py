@@ -238,3 +238,22 @@ def test_motion_metrics_end_to_end_and_mismatched_clips():
     assert wrong["available"] is False and "re-run ingest" in wrong["reason"]
     other = M.motion_metrics(cfg, ["/data/a.mp4"] * 6, starts, 8.0, gt, {"model": gt, "copy_last_frame": copy})
     assert other["available"] is False
+
+
+def test_found_by_group_and_the_generator_attributes_of_groups():
+    gt, scenes = _square_clip(boxes=((4, 4, 6, RED), (18, 18, 8, GREEN)))
+    pred = gt.copy()
+    pred[:, 8:, 18:26, 18:26] = 0                                # the green square gone from frame 9 on
+    present, found = M.found_by_group(gt, pred, scenes, [4, 12])
+    assert present.shape == found.shape == (1, 2, 2) and present.all()
+    assert found[0, 0].tolist() == [True, True] and found[0, 1].tolist() == [True, False]
+    cfg = SyntheticConfig(n_videos=3, n_frames=16, size=32, objects=(1, 3))
+    _, scenes = _clips(cfg, [0, 1, 2])
+    attrs = M.group_attributes(cfg, scenes)
+    for i, sc in enumerate(scenes):
+        tracks = object_tracks(cfg, i)
+        for g, members in enumerate(sc.groups):
+            assert attrs["kind"][i, g] == ("digit" if any(tracks[j]["kind"] == "digit" for j in members) else "shape")
+            assert attrs["height"][i, g] == max(tracks[j]["h"] for j in members)
+            assert attrs["speed"][i, g] == pytest.approx(max(math.hypot(*tracks[j]["velocity"]) for j in members))
+        assert (attrs["kind"][i, len(sc.groups):] == "").all()

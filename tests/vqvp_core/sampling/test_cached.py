@@ -16,6 +16,7 @@ from vqvp_core.sampling import (
     bottom_logits_cached,
     exact_float32,
     sample_bottom_cached,
+    sample_bottom_slice_cached,
     sample_top_cached,
     top_logits_cached,
 )
@@ -286,3 +287,27 @@ def test_bottom_cached_with_copy_path_equals_naive(k):
     naive = model.sample(top, bottom[:, :2], 1.0, None, gen(3))
     cached = sample_bottom_cached(model, top, bottom[:, :2], 1.0, None, gen(3))
     assert torch.equal(cached, naive)
+
+
+@pytest.mark.parametrize("copy_kernel", [0, 3])
+def test_one_slice_given_the_past_is_the_draw_sampling_makes_there(copy_kernel):
+    # slice 3 drawn given the past of a full draw is that draw's slice 3 (same generator state);
+    # the slices after it never matter; only generated slices can be drawn
+    cfg = bottom_config(n_steps=4, copy_kernel=copy_kernel)
+    model = bottom_model(cfg, seed=5)
+    if copy_kernel:
+        torch.nn.init.normal_(model.copy.weight)
+    bottom, top = bottom_inputs(cfg, batch=2, seed=5)
+    g = gen(5)
+    full = sample_bottom_cached(model, top, bottom[:, :2], 1.0, None, g)
+    state = g.get_state()
+    g2 = gen(5)
+    first = sample_bottom_slice_cached(model, top, full, 2, 1.0, None, g2)
+    assert torch.equal(first, full[:, 2])
+    past = full.clone()
+    past[:, 3] = torch.randint(0, cfg.n_codes, past[:, 3].shape)   # slice >= n never enters
+    assert torch.equal(sample_bottom_slice_cached(model, top, past, 3, 1.0, None, g2), full[:, 3])
+    assert torch.equal(g2.get_state(), state)
+    for n in (1, 4):
+        with pytest.raises(ValueError, match="not generated"):
+            sample_bottom_slice_cached(model, top, full, n)
