@@ -70,6 +70,15 @@ class BottomPriorConfig(CoreConfig):
     # targets staying the true codes. Sampling conditions every slice on sampled ones; taught only
     # on true codes the prior compounds its errors (README, 'Prediction quality'). 0 = off.
     scheduled_sampling: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    # Own draws in the past windows, a training-time choice of vqvp, not in the paper: each
+    # generated slice, as the past of the slices after it (window and copy path), is with this
+    # probability replaced by the model's own draw of it at temperature own_past_temperature, from
+    # its teacher-forced logits (one pass, no gradient); the slice's own stream and every target
+    # stay true. Sampling conditions each slice on drawn ones, whose objects have lost cells at
+    # their uncertain edges; taught on true pasts only, the prior loses a little more of them at
+    # every slice (README, 'The demo's recipe'). 0 = off.
+    own_past: Annotated[Float, Field(ge=0, le=1)] = 0.0
+    own_past_temperature: Annotated[Float, Field(gt=0)] = 1.0
     top_embed_dim: PositiveInt = 64
     top_up_hidden: PositiveInt = 256  # width inside the top upsampler (not in the paper)
     top_up_channels: PositiveInt = 1024  # paper appendix: top upsampled to 64x64x8x1024
@@ -287,13 +296,15 @@ class BottomPrior(nn.Module):
         return self.logits_from_cond(codes_slice, self.condition(past, n, top=top), past[:, -1])
 
     def forward_all_slices(self, bottom: torch.Tensor, top: torch.Tensor,
-                           slices: Iterable[int] | None = None) -> torch.Tensor:
+                           slices: Iterable[int] | None = None, past: torch.Tensor | None = None) -> torch.Tensor:
         """Training entry point: logits for several slices of full clips in one pass.
 
         bottom (B, Tb, Hb, Wb), top (B, Tt, Ht, Wt), slices default n_given..Tb-1
         -> logits (B, n_codes, S, Hb, Wb), to compare with ``bottom[:, slices]``. The top
         upsampling runs once per clip; the PixelCNN sees a batch of B * S slices. Bottom codes are
-        embedded once (pad token in front), so every slice's window and stream share that table."""
+        embedded once (pad token in front), so every slice's window and stream share that table.
+        ``past`` (B, Tb, Hb, Wb), optional: the grid the past windows (and the copy path) read
+        instead of ``bottom``, each slice's own stream staying ``bottom``'s (``own_past``)."""
         cfg = self.config
         slices = list(range(cfg.n_given, bottom.shape[1]) if slices is None else slices)
         b, tb, hb, wb = bottom.shape
@@ -302,10 +313,16 @@ class BottomPrior(nn.Module):
         w, s = cfg.window, len(slices)
         idx = torch.tensor(slices, device=bottom.device)
         top_slices = self.top_features(top)[:, :, idx]                      # (B, Cu, S, Hb, Wb)
-        padded = torch.cat([bottom.new_full((b, w, hb, wb), cfg.pad_code), bottom], 1)
+        pad = bottom.new_full((b, w, hb, wb), cfg.pad_code)
+        padded = torch.cat([pad, bottom], 1)
         emb = self.embed(padded).permute(0, 4, 1, 2, 3)                     # (B, E, W+Tb, Hb, Wb)
-        past = torch.stack([emb[:, :, n:n + w] for n in slices], 1)         # (B, S, E, W, Hb, Wb)
         cur = emb[:, :, w + idx]                                            # (B, E, S, Hb, Wb)
+        if past is not None:
+            if past.shape != bottom.shape:
+                raise ValueError(f"past must be shaped like bottom {tuple(bottom.shape)}, got {tuple(past.shape)}")
+            padded = torch.cat([pad, past], 1)
+            emb = self.embed(padded).permute(0, 4, 1, 2, 3)
+        past = torch.stack([emb[:, :, n:n + w] for n in slices], 1)         # (B, S, E, W, Hb, Wb)
         # fold slices into the batch: row b*S + i is (clip b, slice slices[i])
         past = past.flatten(0, 1)                                           # (B*S, E, W, Hb, Wb)
         cur = cur.transpose(1, 2).flatten(0, 1).unsqueeze(2)                # (B*S, E, 1, Hb, Wb)
@@ -328,7 +345,8 @@ class BottomPrior(nn.Module):
         top = torch.cat([batch["cond_top"], batch["top"][:, 1:]], 1)               # (B, Tt, Ht, Wt)
         bottom = torch.cat([batch["cond_bottom"], batch["bottom"][:, n_given:]], 1)  # (B, Tb, Hb, Wb)
         inputs = self.own_samples_mixed_in(bottom, top) if self.training else bottom
-        return self.forward_all_slices(inputs, top), bottom[:, n_given:]
+        past = self.own_draws_in_past(inputs, top) if self.training else None
+        return self.forward_all_slices(inputs, top, past=past), bottom[:, n_given:]
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """Bits per predicted code (the same optimum as cross-entropy in nats), and its metrics; with
@@ -356,6 +374,24 @@ class BottomPrior(nn.Module):
         keep = torch.rand(drawn.shape, generator=generator, device=drawn.device) >= rate
         out = bottom.clone()
         out[:, ng:] = torch.where(keep, bottom[:, ng:], drawn)
+        return out
+
+    @torch.no_grad()
+    def own_draws_in_past(self, bottom: torch.Tensor, top: torch.Tensor, rate: float | None = None,
+                          generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """``own_past``'s grid for the past windows: ``bottom`` (B, Tb, Hb, Wb) with each generated
+        slice, per clip with probability ``rate`` (default ``config.own_past``), replaced by a draw at
+        ``own_past_temperature`` from this model's teacher-forced logits of it; None when off."""
+        rate = self.config.own_past if rate is None else rate
+        if rate <= 0:
+            return None
+        ng = self.config.n_given
+        rows = self.forward_all_slices(bottom, top).movedim(1, -1)           # (B, S, Hb, Wb, K)
+        drawn = sample_from_logits(rows.flatten(0, -2), self.config.own_past_temperature, None,
+                                   generator).view(rows.shape[:-1])
+        pick = torch.rand(drawn.shape[:2], generator=generator, device=drawn.device) < rate   # (B, S)
+        out = bottom.clone()
+        out[:, ng:] = torch.where(pick[:, :, None, None], drawn, bottom[:, ng:])
         return out
 
     # -- sampling -------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def test_presets_valid_and_round_trip():
 
 @pytest.mark.parametrize("bad", [dict(window=17), dict(window=0), dict(attn_every=3, n_layers=2),
                                  dict(kernel=2), dict(n_steps=7), dict(n_given=8),
-                                 dict(scheduled_sampling=-0.1), dict(scheduled_sampling=1.5)])
+                                 dict(scheduled_sampling=-0.1), dict(scheduled_sampling=1.5),
+                                 dict(own_past=1.5), dict(own_past_temperature=0.0)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="BottomPriorConfig"):
         small_config(**bad)
@@ -284,6 +285,54 @@ def test_scheduled_sampling_in_training_only():
         ev, targets = model.eval().logits_and_targets(batch)
         assert torch.equal(ev, model.forward_all_slices(bottom, top)) and torch.equal(targets, bottom[:, 2:])
         torch.manual_seed(0)
+        tr, targets = model.train().logits_and_targets(batch)
+        assert torch.equal(targets, bottom[:, 2:]) and not torch.allclose(tr, ev)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_own_past_replaces_whole_generated_slices_with_draws(rate):
+    """own_past: per clip and generated slice, with probability `rate`, the past grid holds the
+    model's own draw of that slice; given slices never change; at rate 1 with a model that puts its
+    mass on one code, exactly that code; off: None."""
+    cfg = small_config(own_past=rate, own_past_temperature=0.5)
+    model = model_for(cfg)
+    bottom, top = make_inputs(cfg, TINY, batch=8)
+    past = model.own_draws_in_past(bottom, top, generator=torch.Generator().manual_seed(0))
+    if rate == 0:
+        assert past is None
+        return
+    assert past.shape == bottom.shape and torch.equal(past[:, :2], bottom[:, :2]) and past.grad_fn is None
+    replaced = (past[:, 2:] != bottom[:, 2:]).float().mean((2, 3))          # (B, S): 0 or ~1 per slice
+    assert ((replaced < 0.01) | (replaced > 0.8)).all()
+    assert (replaced > 0.8).float().mean().item() == pytest.approx(rate, abs=0.25)
+    if rate == 1.0:
+        with torch.no_grad():
+            model.pixelcnn.out[-1].bias.add_(1e4 * torch.nn.functional.one_hot(torch.tensor(3), cfg.n_codes))
+        assert (model.own_draws_in_past(bottom, top)[:, 2:] == 3).all()
+
+
+@pytest.mark.parametrize("copy_kernel", [0, 3])
+def test_own_past_feeds_the_windows_only_and_training_only(copy_kernel):
+    """With a past grid, each slice's logits are those of its own stream over that past: equal to
+    the single-slice forward on (stream from bottom, window and copy path from past). Eval-mode
+    bits stay teacher-forced; train mode changes the logits, never the targets."""
+    cfg = small_config(own_past=1.0, copy_kernel=copy_kernel)
+    model = model_for(cfg)
+    if copy_kernel:
+        torch.nn.init.normal_(model.copy.weight)
+    bottom, top = make_inputs(cfg, (4, 4), batch=2, seed=1)
+    past, _ = make_inputs(cfg, (4, 4), batch=2, seed=2)
+    with torch.no_grad():
+        both = model.forward_all_slices(bottom, top, past=past)            # (B, K, S, Hb, Wb)
+        for i, n in enumerate(range(2, cfg.n_steps)):
+            nn_ = torch.full((2,), n)
+            one = model(bottom[:, n], model.past_window(past, n), top, nn_)
+            torch.testing.assert_close(both[:, :, i], one, rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="past must be shaped like bottom"):
+            model.forward_all_slices(bottom, top, past=past[:, :4])
+        batch = {"top": top, "cond_top": top[:, :1], "bottom": bottom, "cond_bottom": bottom[:, :2]}
+        ev, targets = model.eval().logits_and_targets(batch)
+        assert torch.equal(ev, model.forward_all_slices(bottom, top)) and torch.equal(targets, bottom[:, 2:])
         tr, targets = model.train().logits_and_targets(batch)
         assert torch.equal(targets, bottom[:, 2:]) and not torch.allclose(tr, ev)
 
