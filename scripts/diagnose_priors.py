@@ -6,6 +6,9 @@ metric (vqvp_core.eval.motion; synthetic sources only):
 * ``model``: top and bottom codes both sampled (what `sample` does);
 * ``true_top``: the top codes of the whole clip (encoded from the ground truth), the bottom sampled:
   if this finds the objects where ``model`` does not, the top prior loses them;
+* ``one_step``: the true top, and every bottom slice drawn given the *true* slices before it (none
+  given the prior's own draws): the errors of one step of the bottom prior, none compounded; the
+  gap to ``true_top`` is what compounding costs;
 * ``copied_bottom``: the true top, and the last given bottom slice repeated (copy-last in code
   space, no prior at all): what the bottom prior must beat to add anything;
 * ``reconstruction``: the clip's own codes decoded (the VQ-VAE's ceiling).
@@ -60,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         true_top, true_bottom = pr.vqvae.encode(x)
         cond_top, cond_bottom = pr.vqvae.encode_cond(x[:, :, :4])
         truth_top = torch.cat([cond_top, true_top[:, 1:]], 1)
+        truth = torch.cat([cond_bottom, true_bottom[:, cond_bottom.shape[1]:]], 1)   # what the prior is given
         if args.one_slice is not None:
-            truth = torch.cat([cond_bottom, true_bottom[:, cond_bottom.shape[1]:]], 1)
             draws = []
             for _ in range(args.draws):
                 b = truth.clone()
@@ -72,16 +75,21 @@ def main(argv: list[str] | None = None) -> int:
                   "given the true past")
             print(one_slice_table(params, manifest, originals, decode(truth_top, truth), draws, args.one_slice))
             return 0
-        model, given_top = [], []
+        model, given_top, one_step = [], [], []
         for _ in range(args.draws):
             top = torch.cat([cond_top, sample_top_cached(pr.top_prior, cond_top, cond_bottom, temperature, None, g)], 1)
             model.append(decode(top, sample_bottom_cached(pr.bottom_prior, top, cond_bottom, temperature, None, g)))
             given_top.append(decode(truth_top, sample_bottom_cached(pr.bottom_prior, truth_top, cond_bottom,
                                                                     temperature, None, g)))
+            b = truth.clone()
+            for n in range(cond_bottom.shape[1], truth.shape[1]):
+                b[:, n] = sample_bottom_slice_cached(pr.bottom_prior, truth_top, truth, n, temperature, None, g)
+            one_step.append(decode(truth_top, b))
         repeated = torch.cat([cond_bottom, cond_bottom[:, -1:].expand(-1, true_bottom.shape[1] - cond_bottom.shape[1],
                                                                       -1, -1)], 1)
         systems = {"model": np.stack(model), "copy_last_frame": copy_last_frame(originals, 4).numpy(),
-                   "true_top": np.stack(given_top), "copied_bottom": decode(truth_top, repeated),
+                   "true_top": np.stack(given_top), "one_step": np.stack(one_step),
+                   "copied_bottom": decode(truth_top, repeated),
                    "reconstruction": decode(true_top, true_bottom)}
     report = motion_metrics(synthetic_config(params.ingest), manifest.source, manifest.start_time, manifest.fps,
                             originals, systems, seed=args.seed)

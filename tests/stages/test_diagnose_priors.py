@@ -23,7 +23,7 @@ def test_diagnose_priors_reports(models_workdir, capsys):
     assert script.main(["--draws", "1", "--temperature", "1.0"]) == 0
     out = capsys.readouterr().out
     assert "temperature 1.0, 1 draws per clip" in out and "centroid error px" in out
-    for system in ("model", "true_top", "copied_bottom", "reconstruction", "copy_last_frame"):
+    for system in ("model", "true_top", "one_step", "copied_bottom", "reconstruction", "copy_last_frame"):
         assert system in out
     assert script.main(["--one-slice", "2", "--draws", "1"]) == 0
     out = capsys.readouterr().out
