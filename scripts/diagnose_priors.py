@@ -103,13 +103,15 @@ def one_slice_table(params, manifest, originals, reconstruction, draws, n: int) 
     import numpy as np
 
     from vqvp_core.data.ingest import synthetic_config
-    from vqvp_core.eval.motion import found_by_group, group_attributes, synthetic_scenes
+    from vqvp_core.eval.motion import FOUND_AREA_RATIO, found_by_group, group_attributes, synthetic_scenes
 
     cfg = synthetic_config(params.ingest)
     scenes = synthetic_scenes(cfg, manifest.source, manifest.start_time, manifest.fps)
     frames = [2 * n, 2 * n + 1]
-    present, rec = found_by_group(originals, reconstruction, scenes, frames)
-    drawn = np.stack([found_by_group(originals, d, scenes, frames)[1] for d in draws])   # (S, N, 2, K)
+    present, rec, rec_ratio = found_by_group(originals, reconstruction, scenes, frames)
+    by_draw = [found_by_group(originals, d, scenes, frames) for d in draws]
+    drawn = np.stack([f for _, f, _ in by_draw])                                        # (S, N, 2, K)
+    ratio = np.stack([r for _, _, r in by_draw])
     attrs = {k: np.broadcast_to(v[:, None], present.shape) for k, v in group_attributes(cfg, scenes).items()}
     rows = [("all", present)]
     rows += [(kind, present & (attrs["kind"] == kind)) for kind in ("digit", "shape")]
@@ -121,6 +123,10 @@ def one_slice_table(params, manifest, originals, reconstruction, draws, n: int) 
     for name, m in rows:
         if m.any():
             lines.append(f"  {name:22s} {int(m.sum()):5d}  {rec[m].mean():6.1%}  {drawn[:, m].mean():6.1%}")
+    lo = FOUND_AREA_RATIO[0]
+    lines.append(f"area of an object over the truth's: median {np.median(rec_ratio[present]):.2f} | "
+                 f"{np.median(ratio[:, present]):.2f}; under {lo:g} of it {np.mean(rec_ratio[present] < lo):.1%} | "
+                 f"{np.mean(ratio[:, present] < lo):.1%} (reconstruction | draw)")
     return "\n".join(lines)
 
 

@@ -30,3 +30,4 @@ def test_diagnose_priors_reports(models_workdir, capsys):
     assert "bottom slice 2 drawn given the true past" in out and "frames 5-6" in out
     lines = [line.split() for line in out.splitlines() if line.strip().startswith("all")]
     assert len(lines) == 1 and int(lines[0][1]) > 0 and lines[0][2].endswith("%")
+    assert "area of an object over the truth's: median" in out

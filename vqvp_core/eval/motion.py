@@ -267,10 +267,11 @@ def motion_stats(target, systems: dict, scenes, given: int = GIVEN, chunk: int =
     return out
 
 
-def found_by_group(target, video, scenes, frames) -> tuple[np.ndarray, np.ndarray]:
+def found_by_group(target, video, scenes, frames) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per colour group, whether ``video`` shows it at each of ``frames`` (clip frame indices):
-    (present, found), both bool (N, len(frames), K), K the most groups of a clip; the same test as
-    ``motion_stats`` (area within ``FOUND_AREA_RATIO`` of the ground truth's)."""
+    (present, found, area ratio), (N, len(frames), K) each, K the most groups of a clip; found is
+    the test of ``motion_stats`` (the ratio of the prediction's area to the ground truth's within
+    ``FOUND_AREA_RATIO``); the ratio is nan where the group is not present."""
     lo, hi = FOUND_AREA_RATIO
     bg, colors, valid = _pad(scenes)
     classes = _Classes(bg, colors, valid)
@@ -278,7 +279,9 @@ def found_by_group(target, video, scenes, frames) -> tuple[np.ndarray, np.ndarra
     area, _ = _groups(classes(_planes(np.asarray(target)[:, frames])), colors.shape[1])
     area_p, _ = _groups(classes(_planes(np.asarray(video)[:, frames])), colors.shape[1])
     present = area > 0
-    return present, present & (area_p >= lo * area) & (area_p <= hi * area)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(present, area_p / area, np.nan)
+    return present, present & (area_p >= lo * area) & (area_p <= hi * area), ratio
 
 
 def group_attributes(cfg, scenes) -> dict[str, np.ndarray]:

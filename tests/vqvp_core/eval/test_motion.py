@@ -244,9 +244,10 @@ def test_found_by_group_and_the_generator_attributes_of_groups():
     gt, scenes = _square_clip(boxes=((4, 4, 6, RED), (18, 18, 8, GREEN)))
     pred = gt.copy()
     pred[:, 8:, 18:26, 18:26] = 0                                # the green square gone from frame 9 on
-    present, found = M.found_by_group(gt, pred, scenes, [4, 12])
-    assert present.shape == found.shape == (1, 2, 2) and present.all()
+    present, found, ratio = M.found_by_group(gt, pred, scenes, [4, 12])
+    assert present.shape == found.shape == ratio.shape == (1, 2, 2) and present.all()
     assert found[0, 0].tolist() == [True, True] and found[0, 1].tolist() == [True, False]
+    assert ratio[0].tolist() == [[1.0, 1.0], [1.0, 0.0]]
     cfg = SyntheticConfig(n_videos=3, n_frames=16, size=32, objects=(1, 3))
     _, scenes = _clips(cfg, [0, 1, 2])
     attrs = M.group_attributes(cfg, scenes)
