@@ -27,7 +27,7 @@ all requested slices as one batch of B * len(slices).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,10 @@ class BottomPriorConfig(CoreConfig):
     # every slice (README, 'The demo's recipe'). 0 = off.
     own_past: Annotated[Float, Field(ge=0, le=1)] = 0.0
     own_past_temperature: Annotated[Float, Field(gt=0)] = 1.0
+    # how those draws are made: 'teacher_forced' = every cell at once from the teacher-forced
+    # logits (one extra pass); 'autoregressive' = each slice drawn cell by cell as sampling draws it
+    # (given the true slices before it; the cached sampler, 256 sequential steps per training step)
+    own_past_draws: Literal["teacher_forced", "autoregressive"] = "teacher_forced"
     top_embed_dim: PositiveInt = 64
     top_up_hidden: PositiveInt = 256  # width inside the top upsampler (not in the paper)
     top_up_channels: PositiveInt = 1024  # paper appendix: top upsampled to 64x64x8x1024
@@ -380,15 +384,24 @@ class BottomPrior(nn.Module):
     def own_draws_in_past(self, bottom: torch.Tensor, top: torch.Tensor, rate: float | None = None,
                           generator: torch.Generator | None = None) -> torch.Tensor | None:
         """``own_past``'s grid for the past windows: ``bottom`` (B, Tb, Hb, Wb) with each generated
-        slice, per clip with probability ``rate`` (default ``config.own_past``), replaced by a draw at
-        ``own_past_temperature`` from this model's teacher-forced logits of it; None when off."""
+        slice, per clip with probability ``rate`` (default ``config.own_past``), replaced by this
+        model's draw of it at ``own_past_temperature`` (``own_past_draws``: from its teacher-forced
+        logits, or cell by cell given the true slices before it); None when off."""
         rate = self.config.own_past if rate is None else rate
         if rate <= 0:
             return None
-        ng = self.config.n_given
-        rows = self.forward_all_slices(bottom, top).movedim(1, -1)           # (B, S, Hb, Wb, K)
-        drawn = sample_from_logits(rows.flatten(0, -2), self.config.own_past_temperature, None,
-                                   generator).view(rows.shape[:-1])
+        ng, tb = self.config.n_given, bottom.shape[1]
+        if self.config.own_past_draws == "autoregressive":
+            from vqvp_core.sampling.cached import sample_slices_given_past  # the sampler builds on this module
+
+            # the last slice is nobody's past: left true
+            drawn = torch.cat([sample_slices_given_past(self, top, bottom, range(ng, tb - 1),
+                                                        self.config.own_past_temperature, None, generator),
+                               bottom[:, tb - 1:]], 1)                              # (B, S, Hb, Wb)
+        else:
+            rows = self.forward_all_slices(bottom, top).movedim(1, -1)       # (B, S, Hb, Wb, K)
+            drawn = sample_from_logits(rows.flatten(0, -2), self.config.own_past_temperature, None,
+                                       generator).view(rows.shape[:-1])
         pick = torch.rand(drawn.shape[:2], generator=generator, device=drawn.device) < rate   # (B, S)
         out = bottom.clone()
         out[:, ng:] = torch.where(pick[:, :, None, None], drawn, bottom[:, ng:])

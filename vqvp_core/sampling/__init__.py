@@ -6,9 +6,11 @@ from vqvp_core.sampling.cached import (
     exact_float32,
     sample_bottom_cached,
     sample_bottom_slice_cached,
+    sample_slices_given_past,
     sample_top_cached,
     top_logits_cached,
 )
 
 __all__ = ["CachedPixelCNN", "bottom_logits_cached", "exact_float32", "sample_bottom_cached",
-           "sample_bottom_slice_cached", "sample_top_cached", "top_logits_cached"]
+           "sample_bottom_slice_cached", "sample_slices_given_past",
+           "sample_top_cached", "top_logits_cached"]

@@ -403,10 +403,31 @@ def sample_bottom_slice_cached(model: BottomPrior, top: torch.Tensor, bottom: to
     """One slice n drawn given slices < n of ``bottom`` (B, Tb, Hb, Wb) and the top grid -> (B, Hb,
     Wb): the draw ``sample_bottom_cached`` makes at slice n when its past is ``bottom``'s (e.g. the
     true codes, to see what a single step loses; scripts/diagnose_priors.py)."""
-    if not model.config.n_given <= n < bottom.shape[1]:
-        raise ValueError(f"slice {n} is not generated: expected n_given = {model.config.n_given} <= n < {bottom.shape[1]}")
+    return sample_slices_given_past(model, top, bottom, [n], temperature, top_k, generator,
+                                    cpu_threads=cpu_threads)[:, 0]
+
+
+def sample_slices_given_past(model: BottomPrior, top: torch.Tensor, bottom: torch.Tensor, slices,
+                             temperature: float = 1.0, top_k: int | None = None,
+                             generator: torch.Generator | None = None, *,
+                             cpu_threads: int | None = 1) -> torch.Tensor:
+    """Several slices, each drawn given the slices before it in ``bottom`` (B, Tb, Hb, Wb) -- none
+    given another's draw -- in one cached pass over B * S rows (row b * S + i: clip b, slice
+    ``slices[i]``) -> (B, S, Hb, Wb). With one slice, the draw ``sample_bottom_cached`` makes there
+    when its past is ``bottom``'s."""
+    slices = [int(n) for n in slices]
+    b, tb, hb, wb = bottom.shape
+    bad = [n for n in slices if not model.config.n_given <= n < tb]
+    if bad or not slices:
+        raise ValueError(f"slices {bad or slices} are not generated: expected n_given = {model.config.n_given} "
+                         f"<= n < {tb}")
     with _sampling_context(model, top.device, cpu_threads):
-        return _slice_given_past(model, bottom, n, model.top_features(top), _sampler(temperature, top_k, generator))
+        rows = torch.arange(b, device=bottom.device).repeat_interleave(len(slices))
+        n = torch.tensor(slices, device=bottom.device).repeat(b)
+        past = model.past_window(bottom[rows], n)                          # (B*S, W, Hb, Wb)
+        cond = model.condition(past, n, top_feats=model.top_features(top)[rows])
+        drawn = _bottom_slice(model, cond, _sampler(temperature, top_k, generator), past[:, -1])
+        return drawn.view(b, len(slices), hb, wb)
 
 
 def bottom_logits_cached(model: BottomPrior, codes_slice: torch.Tensor, cond: torch.Tensor,

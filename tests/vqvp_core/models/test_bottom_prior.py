@@ -289,26 +289,43 @@ def test_scheduled_sampling_in_training_only():
         assert torch.equal(targets, bottom[:, 2:]) and not torch.allclose(tr, ev)
 
 
+@pytest.mark.parametrize("draws", ["teacher_forced", "autoregressive"])
 @pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
-def test_own_past_replaces_whole_generated_slices_with_draws(rate):
+def test_own_past_replaces_whole_generated_slices_with_draws(rate, draws):
     """own_past: per clip and generated slice, with probability `rate`, the past grid holds the
-    model's own draw of that slice; given slices never change; at rate 1 with a model that puts its
-    mass on one code, exactly that code; off: None."""
-    cfg = small_config(own_past=rate, own_past_temperature=0.5)
+    model's own draw of that slice (autoregressive: the last slice, nobody's past, stays true);
+    given slices never change; at rate 1 with a model that puts its mass on one code, exactly that
+    code; off: None."""
+    cfg = small_config(own_past=rate, own_past_temperature=0.5, own_past_draws=draws, n_steps=6)
     model = model_for(cfg)
-    bottom, top = make_inputs(cfg, TINY, batch=8)
+    bottom, top = make_inputs(cfg, (8, 8), batch=8)
     past = model.own_draws_in_past(bottom, top, generator=torch.Generator().manual_seed(0))
     if rate == 0:
         assert past is None
         return
+    last = -1 if draws == "autoregressive" else None
     assert past.shape == bottom.shape and torch.equal(past[:, :2], bottom[:, :2]) and past.grad_fn is None
-    replaced = (past[:, 2:] != bottom[:, 2:]).float().mean((2, 3))          # (B, S): 0 or ~1 per slice
+    if last:
+        assert torch.equal(past[:, -1], bottom[:, -1])
+    replaced = (past[:, 2:last] != bottom[:, 2:last]).float().mean((2, 3))  # (B, S): 0 or ~1 per slice
     assert ((replaced < 0.01) | (replaced > 0.8)).all()
     assert (replaced > 0.8).float().mean().item() == pytest.approx(rate, abs=0.25)
     if rate == 1.0:
         with torch.no_grad():
             model.pixelcnn.out[-1].bias.add_(1e4 * torch.nn.functional.one_hot(torch.tensor(3), cfg.n_codes))
-        assert (model.own_draws_in_past(bottom, top)[:, 2:] == 3).all()
+        assert (model.own_draws_in_past(bottom, top)[:, 2:last] == 3).all()
+
+
+def test_autoregressive_own_past_is_the_samplers_draw_given_the_true_past():
+    from vqvp_core.sampling.cached import sample_slices_given_past
+
+    cfg = small_config(own_past=1.0, own_past_draws="autoregressive", n_steps=6)
+    model = model_for(cfg).train()
+    bottom, top = make_inputs(cfg, (8, 8), batch=2, seed=4)
+    g = torch.Generator().manual_seed(1)
+    want = sample_slices_given_past(model, top, bottom, [2, 3, 4], 1.0, None, g)   # slice 5: nobody's past
+    past = model.own_draws_in_past(bottom, top, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(past[:, 2:5], want) and model.training                      # train mode restored
 
 
 @pytest.mark.parametrize("copy_kernel", [0, 3])
