@@ -15,12 +15,17 @@ from stages.priors import run_prior_stage
 
 def build_model(cfg, train_set):
     """The bottom prior; with ``code_weight_power`` > 0 its loss weights come from the training
-    set's counts of the codes it predicts (slices n_given..)."""
+    set's counts of the codes it predicts (slices n_given..); with autoregressive ``own_past`` draws,
+    the cached slice sampler."""
     import torch
 
     from vqvp_core.models.bottom_prior import BottomPrior
 
     model = BottomPrior(cfg)
+    if cfg.own_past > 0 and cfg.own_past_draws == "autoregressive":
+        from vqvp_core.sampling.cached import sample_slices_given_past
+
+        model.slice_sampler = sample_slices_given_past
     if cfg.code_weight_power > 0:
         codes = torch.from_numpy(train_set.all("bottom")[:, cfg.n_given:]).long()
         model.set_code_counts(torch.bincount(codes.flatten(), minlength=cfg.n_codes))

@@ -200,6 +200,10 @@ class BottomPrior(nn.Module):
         # per-code loss weights (code_weight_power); set from the training latents by
         # set_code_counts; not saved: they only shape training and are recomputed from the data
         self.register_buffer("code_weights", torch.ones(cfg.n_codes), persistent=False)
+        # own_past_draws = 'autoregressive': the sampler that draws slices given their true past
+        # (sampling.sample_slices_given_past), set by whoever builds the model for training: the
+        # sampler is built on this module, so the model does not import it
+        self.slice_sampler = None
 
     def set_code_counts(self, counts: torch.Tensor) -> None:
         """Loss weights from the training set's bottom-code counts (n_codes,)."""
@@ -392,11 +396,12 @@ class BottomPrior(nn.Module):
             return None
         ng, tb = self.config.n_given, bottom.shape[1]
         if self.config.own_past_draws == "autoregressive":
-            from vqvp_core.sampling.cached import sample_slices_given_past  # the sampler builds on this module
-
+            if self.slice_sampler is None:
+                raise ValueError("own_past_draws = 'autoregressive' needs a slice sampler: set model.slice_sampler "
+                                 "= vqvp_core.sampling.sample_slices_given_past (train_bottom_prior's build_model does)")
             # the last slice is nobody's past: left true
-            drawn = torch.cat([sample_slices_given_past(self, top, bottom, range(ng, tb - 1),
-                                                        self.config.own_past_temperature, None, generator),
+            drawn = torch.cat([self.slice_sampler(self, top, bottom, range(ng, tb - 1),
+                                                  self.config.own_past_temperature, None, generator),
                                bottom[:, tb - 1:]], 1)                              # (B, S, Hb, Wb)
         else:
             rows = self.forward_all_slices(bottom, top).movedim(1, -1)       # (B, S, Hb, Wb, K)

@@ -298,6 +298,13 @@ def test_own_past_replaces_whole_generated_slices_with_draws(rate, draws):
     code; off: None."""
     cfg = small_config(own_past=rate, own_past_temperature=0.5, own_past_draws=draws, n_steps=6)
     model = model_for(cfg)
+    if draws == "autoregressive":
+        from vqvp_core.sampling.cached import sample_slices_given_past
+
+        if rate:
+            with pytest.raises(ValueError, match="needs a slice sampler"):
+                model.own_draws_in_past(*make_inputs(cfg, (8, 8), batch=1))
+        model.slice_sampler = sample_slices_given_past
     bottom, top = make_inputs(cfg, (8, 8), batch=8)
     past = model.own_draws_in_past(bottom, top, generator=torch.Generator().manual_seed(0))
     if rate == 0:
@@ -321,6 +328,7 @@ def test_autoregressive_own_past_is_the_samplers_draw_given_the_true_past():
 
     cfg = small_config(own_past=1.0, own_past_draws="autoregressive", n_steps=6)
     model = model_for(cfg).train()
+    model.slice_sampler = sample_slices_given_past
     bottom, top = make_inputs(cfg, (8, 8), batch=2, seed=4)
     g = torch.Generator().manual_seed(1)
     want = sample_slices_given_past(model, top, bottom, [2, 3, 4], 1.0, None, g)   # slice 5: nobody's past
@@ -540,3 +548,12 @@ def test_copy_path_batched_slices_match_single_slices_and_stay_causal():
     for i, n in enumerate(slices):
         want = torch.nn.functional.one_hot(bottom[:, n - 1], cfg.n_codes).permute(0, 3, 1, 2).float()
         torch.testing.assert_close(diff[:, :, i], want, atol=1e-5, rtol=0)
+
+
+def test_the_training_stage_gives_autoregressive_own_past_its_sampler():
+    from stages.train_bottom_prior import build_model
+    from vqvp_core.sampling.cached import sample_slices_given_past
+
+    assert build_model(small_config(), None).slice_sampler is None
+    model = build_model(small_config(own_past=0.5, own_past_draws="autoregressive"), None)
+    assert model.slice_sampler is sample_slices_given_past
