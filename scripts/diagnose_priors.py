@@ -13,6 +13,10 @@ metric (vqvp_core.eval.motion; synthetic sources only):
   space, no prior at all): what the bottom prior must beat to add anything;
 * ``reconstruction``: the clip's own codes decoded (the VQ-VAE's ceiling).
 
+It also prints how much the decoder uses the top level: the reconstruction's PSNR with each clip's
+own top codes, with another clip's and with one code everywhere. Equal figures: the bottom codes
+carry the picture, and no top code, true or drawn, can hold an object in place.
+
 With ``--one-slice N``: only bottom slice N is drawn, given the true top and the true slices before
 it (all other slices the clip's own codes), and the objects found at its two frames are printed by
 kind (digit / shape), speed and height, against the reconstruction's: what one step of the bottom
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from vqvp_core.config import load_params
     from vqvp_core.data.ingest import synthetic_config
     from vqvp_core.eval.motion import motion_metrics, summary
-    from vqvp_core.metrics import copy_last_frame
+    from vqvp_core.metrics import copy_last_frame, frame_psnr
     from vqvp_core.models.vqvae import clips_to_input, output_to_uint8
     from vqvp_core.sampling.cached import sample_bottom_cached, sample_bottom_slice_cached, sample_top_cached
     from vqvp_core.sampling.predict import Predictor
@@ -91,10 +95,16 @@ def main(argv: list[str] | None = None) -> int:
                    "true_top": np.stack(given_top), "one_step": np.stack(one_step),
                    "copied_bottom": decode(truth_top, repeated),
                    "reconstruction": decode(true_top, true_bottom)}
+        common = torch.unique(true_top, return_counts=True)
+        tops = {"own": true_top, "another clip's": true_top.roll(1, 0),
+                "one code": torch.full_like(true_top, int(common[0][common[1].argmax()]))}
+        top_use = {k: float(frame_psnr(decode(t, true_bottom), originals).mean()) for k, t in tops.items()}
     report = motion_metrics(synthetic_config(params.ingest), manifest.source, manifest.start_time, manifest.fps,
                             originals, systems, seed=args.seed)
     print(f"temperature {temperature}, {args.draws} draws per clip")
     print(summary(report))
+    print("the decoder's use of the top level: reconstruction PSNR (dB) with top codes "
+          + ", ".join(f"{k} {v:.2f}" for k, v in top_use.items()))
     return 0
 
 

@@ -25,6 +25,7 @@ def test_diagnose_priors_reports(models_workdir, capsys):
     assert "temperature 1.0, 1 draws per clip" in out and "centroid error px" in out
     for system in ("model", "true_top", "one_step", "copied_bottom", "reconstruction", "copy_last_frame"):
         assert system in out
+    assert "the decoder's use of the top level: reconstruction PSNR (dB) with top codes own" in out
     assert script.main(["--one-slice", "2", "--draws", "1"]) == 0
     out = capsys.readouterr().out
     assert "bottom slice 2 drawn given the true past" in out and "frames 5-6" in out

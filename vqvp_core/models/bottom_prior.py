@@ -95,6 +95,13 @@ class BottomPriorConfig(CoreConfig):
     channels_last: Bool = True
     # copy path (module docstring): window k x k over slice n-1, 0 = off (the paper's model)
     copy_kernel: NonNegativeInt = 0
+    # Which slices the past window (and the copy path) of a generated slice n reads, a choice of
+    # vqvp, not in the paper: 'previous' = n-W..n-1 (the paper: each slice given the ones drawn
+    # before it); 'given' = the window ending at the last given slice, for every n (each slice
+    # predicted straight from the conditioning frames' codes, n and the top telling it how far
+    # ahead): no drawn slice is ever conditioned on, so no error compounds (README, 'The demo's
+    # recipe').
+    past_slices: Literal["previous", "given"] = "previous"
     # Frequency-weighted cross-entropy, a training-time choice of vqvp, not in the paper: each
     # target code weighs (its frequency in the training latents) ** -code_weight_power, scaled to a
     # mean of 1 (pixelcnn.code_weights). Background codes fill most cells; at a low sampling
@@ -214,8 +221,16 @@ class BottomPrior(nn.Module):
     # -- conditioning ---------------------------------------------------------------------------
 
     def past_window(self, bottom: torch.Tensor, n: int | torch.Tensor) -> torch.Tensor:
-        """Past window for slice n from a bottom grid (B, Tb, Hb, Wb) -> (B, W, Hb, Wb)."""
-        return past_window(bottom, n, self.config.window, self.config.pad_code)
+        """Past window for slice n from a bottom grid (B, Tb, Hb, Wb) -> (B, W, Hb, Wb); with
+        ``past_slices = 'given'`` the window of slice min(n, n_given)."""
+        return past_window(bottom, self.past_end(n), self.config.window, self.config.pad_code)
+
+    def past_end(self, n: int | torch.Tensor) -> int | torch.Tensor:
+        """The slice whose window slice n reads: n, or min(n, n_given) when ``past_slices = 'given'``."""
+        if self.config.past_slices == "previous":
+            return n
+        ng = self.config.n_given
+        return min(n, ng) if isinstance(n, int) else n.clamp(max=ng)
 
     def top_features(self, top: torch.Tensor) -> torch.Tensor:
         """Top grid (B, Tt, Ht, Wt) -> upsampled features (B, Cu, 2Tt, 2Ht, 2Wt); compute once per
@@ -330,15 +345,16 @@ class BottomPrior(nn.Module):
                 raise ValueError(f"past must be shaped like bottom {tuple(bottom.shape)}, got {tuple(past.shape)}")
             padded = torch.cat([pad, past], 1)
             emb = self.embed(padded).permute(0, 4, 1, 2, 3)
-        past = torch.stack([emb[:, :, n:n + w] for n in slices], 1)         # (B, S, E, W, Hb, Wb)
+        ends = [self.past_end(n) for n in slices]                          # window of slice n: ends[i]
+        past = torch.stack([emb[:, :, m:m + w] for m in ends], 1)           # (B, S, E, W, Hb, Wb)
         # fold slices into the batch: row b*S + i is (clip b, slice slices[i])
         past = past.flatten(0, 1)                                           # (B*S, E, W, Hb, Wb)
         cur = cur.transpose(1, 2).flatten(0, 1).unsqueeze(2)                # (B*S, E, 1, Hb, Wb)
         top_slices = top_slices.transpose(1, 2).flatten(0, 1)               # (B*S, Cu, Hb, Wb)
         cond = self._cond_stack(top_slices, self._past_features(past), idx.repeat(b))
         logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
-        if self.copy is not None:   # slice n-1 of each row: padded index w + n - 1
-            prev = padded[:, w - 1 + idx].flatten(0, 1)                     # (B*S, Hb, Wb)
+        if self.copy is not None:   # slice ends[i]-1 of each row: padded index w + ends[i] - 1
+            prev = padded[:, w - 1 + torch.tensor(ends, device=bottom.device)].flatten(0, 1)  # (B*S, Hb, Wb)
             logits = self.add_copy(logits, cond, prev)
         return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
 

@@ -184,11 +184,13 @@ def test_within_slice_causal_no_blind_spot_paper_subset():
     assert_causal_complete(g, positions)
 
 
+@pytest.mark.parametrize("past_slices", ["previous", "given"])
 @pytest.mark.parametrize("window", [4, 2])
-def test_slice_depends_only_on_its_past_window(window):
+def test_slice_depends_only_on_its_past_window(window, past_slices):
     # through the real training path: bottom codes are embedded once (pad slices in front), so
-    # the gradient w.r.t. that embedding shows which bottom slices each slice's logits read
-    cfg = small_config(window=window)
+    # the gradient w.r.t. that embedding shows which bottom slices each slice's logits read;
+    # past_slices='given': every generated slice reads the given slices' window, no drawn slice
+    cfg = small_config(window=window, past_slices=past_slices)
     model = model_for(cfg)
     bottom, top = make_inputs(cfg, TINY)
     slices = list(range(2, 8))
@@ -200,9 +202,10 @@ def test_slice_depends_only_on_its_past_window(window):
         emb.grad = None
         project(logits[:, :, i]).backward(retain_graph=True)
         g = emb.grad.abs().sum(-1)[0, window:]                       # (8, Hb, Wb): slice m
+        end = n if past_slices == "previous" else min(n, cfg.n_given)
         for m in range(8):
             touched = bool((g[m] > 0).any())
-            if n - window <= m < n:
+            if end - window <= m < end:
                 assert touched, f"slice {n} ignores past slice {m}"
             elif m == n:
                 assert g[m].flatten()[-1] == 0                       # no one reads the last code

@@ -269,9 +269,10 @@ def test_cuda_cached_sampling_equals_naive(temperature, top_k):
     assert torch.equal(cached, naive)
 
 
+@pytest.mark.parametrize("past_slices", ["previous", "given"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_bottom_cached_with_copy_path_equals_naive(k):
-    cfg = bottom_config(n_steps=4, copy_kernel=k)
+def test_bottom_cached_with_copy_path_equals_naive(k, past_slices):
+    cfg = bottom_config(n_steps=4, copy_kernel=k, past_slices=past_slices)
     model = bottom_model(cfg, seed=3)
     torch.manual_seed(3)
     torch.nn.init.normal_(model.copy.weight)
