@@ -83,6 +83,11 @@ class VQVAEConfig(CoreConfig):
     # codes what the top level left out). Off: the bottom codes are a function of the pixels in
     # their own receptive field only, as the bottom prior's conditioning assumes of them.
     bottom_sees_top: Bool = True
+    # Bottom dropout, a training-time choice of vqvp, not in the paper: this fraction of the
+    # training clips is decoded from the top codes alone (their bottom codes zeroed), so the top
+    # level must carry the coarse picture the bottom prior can then follow; at a small size the
+    # decoder otherwise ignores the top level (README, 'The demo's recipe'). 0 = off.
+    bottom_dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     # the clip the model is made for (the model itself takes any T % 4 == 0, H, W % 8 == 0);
     # in params.yaml these follow ingest.clip_len / ingest.size
     frames: PositiveInt = 16
@@ -225,7 +230,11 @@ class VQVAE(nn.Module):
         """x (B, 3, T, H, W) in [-1, 1] -> reconstruction, losses, codes and codebook stats.
         In training mode the codebooks take an EMA step (see EMAQuantizer)."""
         q_t, q_b = self._encode(x)
-        recon = self._decode(q_t.quantized, q_b.quantized)
+        quant_b = q_b.quantized
+        if self.training and self.config.bottom_dropout > 0:
+            keep = torch.rand(x.shape[0], device=x.device) >= self.config.bottom_dropout
+            quant_b = quant_b * keep.to(quant_b.dtype)[:, None, None, None, None]   # (B, E, T/2, H/4, W/4)
+        recon = self._decode(q_t.quantized, quant_b)
         recon_loss = F.mse_loss(recon.float(), x.float())
         commit = q_t.commit_loss + q_b.commit_loss
         return VQVAEOutput(recon=recon, loss=recon_loss + commit, recon_loss=recon_loss,

@@ -122,6 +122,27 @@ def test_bottom_codes_see_the_top_level_only_when_asked(sees):
     assert hasattr(model, "dec_t") == sees
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.99])
+def test_bottom_dropout_decodes_some_training_clips_from_the_top_alone(rate):
+    """bottom_dropout: in training a dropped clip's reconstruction is the decoder of (top, zeros);
+    in eval mode nothing is dropped (forward equals decode_codes)."""
+    m = _model(bottom_dropout=rate)
+    x = _moving_square(2, 8, 32)
+    m.train()(x)                                         # codebooks initialised from this batch
+    m.quantize_t.eval(), m.quantize_b.eval()             # no more EMA steps: codes stay fixed
+    torch.manual_seed(0)                                 # rate 0.99: both clips dropped at this seed
+    out = m(x)                                           # the model itself still in training mode
+    with torch.no_grad():
+        q_t, q_b = m._encode(x)
+        top_only = m._decode(q_t.quantized, torch.zeros_like(q_b.quantized))
+        both = m._decode(q_t.quantized, q_b.quantized)
+    want = top_only if rate else both
+    torch.testing.assert_close(out.recon, want, rtol=1e-5, atol=1e-5)
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x).recon, m.decode_codes(*m.encode(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_decode_codes_matches_forward_in_eval_mode():
     m = _model()
     x = _moving_square(2, 8, 32)
