@@ -99,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         tops = {"own": true_top, "another clip's": true_top.roll(1, 0),
                 "one code": torch.full_like(true_top, int(common[0][common[1].argmax()]))}
         top_use = {k: float(frame_psnr(decode(t, true_bottom), originals).mean()) for k, t in tops.items()}
+        top_kept = float((true_top[:, 1:] == true_top[:, :-1]).float().mean())   # slice t+1 keeps t's code
     report = motion_metrics(synthetic_config(params.ingest), manifest.source, manifest.start_time, manifest.fps,
                             originals, systems, seed=args.seed)
     print(f"temperature {temperature}, {args.draws} draws per clip")
     print(summary(report))
     print("the decoder's use of the top level: reconstruction PSNR (dB) with top codes "
-          + ", ".join(f"{k} {v:.2f}" for k, v in top_use.items()))
+          + ", ".join(f"{k} {v:.2f}" for k, v in top_use.items()) + f"; a top code kept from slice to slice {top_kept:.0%}")
     return 0
 
 

@@ -25,7 +25,11 @@ def test_diagnose_priors_reports(models_workdir, capsys):
     assert "temperature 1.0, 1 draws per clip" in out and "centroid error px" in out
     for system in ("model", "true_top", "one_step", "copied_bottom", "reconstruction", "copy_last_frame"):
         assert system in out
-    assert "the decoder's use of the top level: reconstruction PSNR (dB) with top codes own" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("the decoder's use of the top level")]
+    psnrs = [float(w.rstrip(",;")) for w in line.split("top codes", 1)[1].split(";")[0].split()
+             if w.rstrip(",;").replace(".", "", 1).isdigit()]
+    assert len(psnrs) == 3 and all(0 < v < 100 for v in psnrs)        # own, another clip's, one code
+    assert "a top code kept from slice to slice" in line and line.endswith("%")
     assert script.main(["--one-slice", "2", "--draws", "1"]) == 0
     out = capsys.readouterr().out
     assert "bottom slice 2 drawn given the true past" in out and "frames 5-6" in out

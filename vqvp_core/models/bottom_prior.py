@@ -345,8 +345,8 @@ class BottomPrior(nn.Module):
                 raise ValueError(f"past must be shaped like bottom {tuple(bottom.shape)}, got {tuple(past.shape)}")
             padded = torch.cat([pad, past], 1)
             emb = self.embed(padded).permute(0, 4, 1, 2, 3)
-        ends = [self.past_end(n) for n in slices]                          # window of slice n: ends[i]
-        past = torch.stack([emb[:, :, m:m + w] for m in ends], 1)           # (B, S, E, W, Hb, Wb)
+        ends = self.past_end(idx)                                           # (S,): slice i reads ends[i]'s window
+        past = torch.stack([emb[:, :, m:m + w] for m in ends.tolist()], 1)  # (B, S, E, W, Hb, Wb)
         # fold slices into the batch: row b*S + i is (clip b, slice slices[i])
         past = past.flatten(0, 1)                                           # (B*S, E, W, Hb, Wb)
         cur = cur.transpose(1, 2).flatten(0, 1).unsqueeze(2)                # (B*S, E, 1, Hb, Wb)
@@ -354,7 +354,7 @@ class BottomPrior(nn.Module):
         cond = self._cond_stack(top_slices, self._past_features(past), idx.repeat(b))
         logits = self.pixelcnn(cur, cond)[:, :, 0]                          # (B*S, K, Hb, Wb)
         if self.copy is not None:   # slice ends[i]-1 of each row: padded index w + ends[i] - 1
-            prev = padded[:, w - 1 + torch.tensor(ends, device=bottom.device)].flatten(0, 1)  # (B*S, Hb, Wb)
+            prev = padded[:, w - 1 + ends].flatten(0, 1)                    # (B*S, Hb, Wb)
             logits = self.add_copy(logits, cond, prev)
         return logits.unflatten(0, (b, s)).transpose(1, 2)                  # (B, K, S, Hb, Wb)
 
